@@ -17,7 +17,7 @@ class RecipeError(UnpackedError):
     """The recipe, or one of its entries, is invalid."""
 
 
-class ReferenceError_(UnpackedError):
+class ImageReferenceError(UnpackedError):
     """An image reference cannot be parsed."""
 
 
