@@ -1,0 +1,81 @@
+"""Recipes: DUCC's wishlist format or a plain YAML list of image references."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from .errors import ImageReferenceError, RecipeError
+from .reference import ImageRef, parse_reference
+
+WISHLIST_KEYS = {"version", "user", "cvmfs_repo", "output_format", "input", "ignoreErrors"}
+
+
+@dataclass
+class Recipe:
+    """The images a recipe asks for, duplicates merged, in first-seen order."""
+
+    images: list[ImageRef]
+    ignore_errors: list[str] = field(default_factory=list)
+    source: str = "<recipe>"
+
+    def is_ignored(self, ref: ImageRef) -> bool:
+        """True if a failure of `ref` must not fail the run (DUCC's `ignoreErrors` globs)."""
+        return any(ref.matches(pattern) for pattern in self.ignore_errors)
+
+
+def load_recipe(path: Path) -> Recipe:
+    """Read and validate a recipe file; raise RecipeError naming the file and the bad entry."""
+    try:
+        text = Path(path).read_text()
+    except OSError as err:
+        raise RecipeError(f"recipe {path}: cannot read it: {err.strerror}") from err
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise RecipeError(f"recipe {path}: not valid YAML: {err}") from err
+    return parse_recipe(document, source=str(path))
+
+
+def parse_recipe(document: object, source: str = "<recipe>") -> Recipe:
+    if isinstance(document, list):
+        entries, ignore = document, []
+    elif isinstance(document, dict):
+        unknown = sorted(set(document) - WISHLIST_KEYS)
+        if unknown:
+            msg = (
+                f"recipe {source}: unknown key(s) {', '.join(map(str, unknown))}; "
+                f"a wishlist has {', '.join(sorted(WISHLIST_KEYS))}"
+            )
+            raise RecipeError(msg)
+        if "input" not in document:
+            raise RecipeError(f"recipe {source}: no 'input' list of images")
+        if document.get("version", 1) != 1:
+            raise RecipeError(f"recipe {source}: version {document['version']!r} unknown (use 1)")
+        entries = document["input"] or []
+        ignore = document.get("ignoreErrors") or []
+        if not isinstance(ignore, list) or not all(isinstance(p, str) for p in ignore):
+            raise RecipeError(f"recipe {source}: 'ignoreErrors' must be a list of strings")
+    elif document is None:
+        raise RecipeError(f"recipe {source}: the file is empty")
+    else:
+        msg = f"recipe {source}: expected a list of images or a wishlist mapping with 'input'"
+        raise RecipeError(msg)
+    if not isinstance(entries, list):
+        raise RecipeError(f"recipe {source}: 'input' must be a list of image strings")
+
+    images: list[ImageRef] = []
+    seen: set[ImageRef] = set()
+    for number, entry in enumerate(entries, start=1):
+        if not isinstance(entry, str):
+            raise RecipeError(f"recipe {source}: entry {number} ({entry!r}) is not a string")
+        try:
+            ref = parse_reference(entry)
+        except ImageReferenceError as err:
+            raise RecipeError(f"recipe {source}: entry {number}: {err}") from None
+        if ref not in seen:
+            seen.add(ref)
+            images.append(ref)
+    return Recipe(images=images, ignore_errors=list(ignore), source=source)

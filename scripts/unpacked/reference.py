@@ -1,0 +1,157 @@
+"""Image references: `[scheme://]registry[:port]/repository(:tag|@sha256:hex|:tag@sha256:hex)`.
+
+The registry is kept as written for directory names (unpacked.cern.ch publishes under
+`registry.hub.docker.com/...`); `api_host` is where API calls go.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from dataclasses import dataclass
+
+from .errors import ImageReferenceError
+
+# Grammar from the distribution spec (reference/regexp.go), anchored.
+_COMPONENT = r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*"
+REPOSITORY_RE = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*$")
+TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
+DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+_HOST_RE = re.compile(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)(?:\.[A-Za-z0-9-]+)*(?::\d{1,5})?$")
+_GLOB_CHARS = set("*?[")
+# A glob may use the tag alphabet plus glob syntax.
+_TAG_GLOB_RE = re.compile(r"^[A-Za-z0-9_.\-*?\[\]!^]{1,128}$")
+
+DOCKER_HUB_NAMES = {
+    "docker.io",
+    "index.docker.io",
+    "registry-1.docker.io",
+    "registry.hub.docker.com",
+}
+DOCKER_HUB_API = "registry-1.docker.io"
+
+
+def validate_digest(digest: str) -> str:
+    """Return `digest` if it is `sha256:<64 lowercase hex>`; it becomes part of file paths."""
+    if not DIGEST_RE.match(digest):
+        msg = f"invalid digest {digest!r}: expected sha256:<64 lowercase hex characters>"
+        raise ImageReferenceError(msg)
+    return digest
+
+
+def is_glob(tag: str) -> bool:
+    return any(ch in _GLOB_CHARS for ch in tag)
+
+
+@dataclass(frozen=True, order=True)
+class ImageRef:
+    """One parsed recipe entry. `tag` may be a glob until expanded."""
+
+    scheme: str
+    registry: str
+    repository: str
+    tag: str | None = None
+    digest: str | None = None
+
+    @property
+    def api_host(self) -> str:
+        """Host:port that serves the registry API for this reference."""
+        return DOCKER_HUB_API if self.registry in DOCKER_HUB_NAMES else self.registry
+
+    @property
+    def api_repository(self) -> str:
+        """Repository name as the API expects it (`library/` added on Docker Hub)."""
+        if self.registry in DOCKER_HUB_NAMES and "/" not in self.repository:
+            return f"library/{self.repository}"
+        return self.repository
+
+    @property
+    def base_url(self) -> str:
+        return f"{self.scheme}://{self.api_host}"
+
+    @property
+    def is_glob(self) -> bool:
+        return self.tag is not None and is_glob(self.tag)
+
+    @property
+    def name(self) -> str:
+        """`registry/repository`, as written: the directory the image is published under."""
+        return f"{self.registry}/{self.repository}"
+
+    @property
+    def published_name(self) -> str:
+        """Path of the published link below the root: `registry/repository:tag` (or `@sha256:..`)."""
+        if self.tag is not None:
+            return f"{self.name}:{self.tag}"
+        return f"{self.name}@{self.digest}"
+
+    @property
+    def manifest_reference(self) -> str:
+        """What to ask the registry for: a pinned digest wins over the tag."""
+        ref = self.digest or self.tag
+        assert ref is not None
+        return ref
+
+    def with_tag(self, tag: str) -> ImageRef:
+        return ImageRef(self.scheme, self.registry, self.repository, tag, None)
+
+    def __str__(self) -> str:
+        text = f"{self.scheme}://{self.name}"
+        if self.tag is not None:
+            text += f":{self.tag}"
+        if self.digest is not None:
+            text += f"@{self.digest}"
+        return text
+
+    def matches(self, pattern: str) -> bool:
+        """True if this reference matches an `ignoreErrors` glob (with or without scheme)."""
+        bare = str(self).split("://", 1)[1]
+        pat = pattern.split("://", 1)[1] if "://" in pattern else pattern
+        return fnmatch.fnmatchcase(bare, pat)
+
+
+def parse_reference(text: str) -> ImageRef:
+    """Parse one recipe entry; raise ImageReferenceError saying what is wrong."""
+    original = text
+    if not isinstance(text, str) or not text.strip():
+        raise ImageReferenceError(f"empty image reference {original!r}")
+    text = text.strip()
+    scheme = "https"
+    if "://" in text:
+        scheme, text = text.split("://", 1)
+        if scheme not in ("https", "http"):
+            msg = f"{original!r}: scheme {scheme!r} is not supported (use https:// or http://)"
+            raise ImageReferenceError(msg)
+    if "/" not in text:
+        msg = f"{original!r}: no registry host; write it as registry/repository:tag"
+        raise ImageReferenceError(msg)
+    registry, rest = text.split("/", 1)
+    if not _HOST_RE.match(registry):
+        raise ImageReferenceError(f"{original!r}: {registry!r} is not a valid registry host[:port]")
+    digest = None
+    if "@" in rest:
+        rest, digest = rest.rsplit("@", 1)
+        try:
+            validate_digest(digest)
+        except ImageReferenceError as err:
+            raise ImageReferenceError(f"{original!r}: {err}") from None
+    tag = None
+    last = rest.rsplit("/", 1)[-1]
+    if ":" in last:
+        rest, tag = rest.rsplit(":", 1)
+        if not tag:
+            raise ImageReferenceError(f"{original!r}: empty tag after ':'")
+        valid = _TAG_GLOB_RE.match(tag) if is_glob(tag) else TAG_RE.match(tag)
+        if not valid:
+            raise ImageReferenceError(f"{original!r}: invalid tag {tag!r}")
+        if digest is not None and is_glob(tag):
+            raise ImageReferenceError(f"{original!r}: a glob tag cannot be pinned to a digest")
+    if not REPOSITORY_RE.match(rest):
+        msg = (
+            f"{original!r}: invalid repository {rest!r} (lower-case letters, digits and "
+            "separators . _ __ - only, components joined by /)"
+        )
+        raise ImageReferenceError(msg)
+    if tag is None and digest is None:
+        raise ImageReferenceError(f"{original!r}: no tag or digest (add :latest to mean latest)")
+    return ImageRef(scheme, registry, rest, tag, digest)
