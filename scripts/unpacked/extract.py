@@ -1,0 +1,247 @@
+"""Extract one layer blob into a directory of its own, entry by entry, confined to it.
+
+The result, `<work>/layers/xx/<hex>/`, holds `rootfs/` (the layer's files, no whiteout files) and
+`layer.json` (its whiteouts, opaque directories, hard links to lower layers, implicit directories and
+the verified diff_id). Flattening applies these onto an image; the files themselves are then hard
+linked, so an extracted layer is written once and shared by every image that uses it.
+
+Built in a private staging directory and renamed into place: a failed extraction leaves nothing.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import shutil
+import stat
+import tarfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+from .compression import HashingReader, open_decompressed
+from .errors import LayerError
+from .fsutil import remove_tree, replace_dir
+from .paths import clean_entry_name, resolve_parent
+
+log = logging.getLogger(__name__)
+WHITEOUT_PREFIX = ".wh."
+OPAQUE_MARKER = ".wh..wh..opq"
+# Default bound on one layer's uncompressed size (a decompression bomb fails instead of filling disks).
+DEFAULT_MAX_LAYER_BYTES = 64 << 30
+IS_ROOT = os.geteuid() == 0
+
+
+@dataclass
+class LayerIndex:
+    """What `rootfs/` alone cannot say about a layer."""
+
+    diff_id: str = ""
+    compression: str = ""
+    whiteouts: list[str] = field(default_factory=list)
+    opaques: list[str] = field(default_factory=list)
+    implicit_dirs: list[str] = field(default_factory=list)
+    lower_hardlinks: list[list[str]] = field(default_factory=list)  # [path, target]
+    skipped_devices: list[str] = field(default_factory=list)
+    entries: int = 0
+
+
+def read_layer_index(layer_dir: Path) -> LayerIndex:
+    return LayerIndex(**json.loads((layer_dir / "layer.json").read_text()))
+
+
+class _LayerWriter:
+    """Applies tar entries to one layer's rootfs; knows which paths it made real directories."""
+
+    def __init__(self, rootfs: str, what: str) -> None:
+        self.rootfs = rootfs
+        self.what = what
+        self.index = LayerIndex()
+        self.real_dirs: set[str] = {""}
+        self.dir_meta: dict[str, tarfile.TarInfo] = {}
+        self.implicit: set[str] = set()
+
+    def _abs(self, rel: str) -> str:
+        return os.path.join(self.rootfs, rel) if rel else self.rootfs
+
+    def _place(self, rel: str) -> str:
+        """Where `rel` goes: parents resolved through this layer's own symlinks, created if missing."""
+        parent = rel.rpartition("/")[0]
+        if parent not in self.real_dirs:
+            rel = resolve_parent(self.rootfs, rel, self.what)
+            parent = rel.rpartition("/")[0]
+            self._make_dirs(parent)
+        return rel
+
+    def _make_dirs(self, rel: str) -> None:
+        if rel in self.real_dirs:
+            return
+        path = ""
+        for part in rel.split("/"):
+            path = f"{path}/{part}" if path else part
+            if path in self.real_dirs:
+                continue
+            full = self._abs(path)
+            try:
+                st = os.lstat(full)
+                if not stat.S_ISDIR(st.st_mode):
+                    remove_tree(Path(full))
+                    raise FileNotFoundError
+            except FileNotFoundError:
+                os.mkdir(full, 0o755)
+                self.implicit.add(path)
+            self.real_dirs.add(path)
+
+    def _clear(self, rel: str, keep_dir: bool) -> bool:
+        """Remove what an earlier entry of this layer left at `rel`; True if a directory stays."""
+        full = self._abs(rel)
+        try:
+            st = os.lstat(full)
+        except FileNotFoundError:
+            return False
+        if keep_dir and stat.S_ISDIR(st.st_mode):
+            return True
+        remove_tree(Path(full))
+        self.real_dirs = {d for d in self.real_dirs if d != rel and not d.startswith(rel + "/")}
+        return False
+
+    def add(self, member: tarfile.TarInfo, tar: tarfile.TarFile) -> None:
+        self.index.entries += 1
+        rel = clean_entry_name(member.name, self.what)
+        if not rel:
+            if not member.isdir():
+                raise LayerError(f"{self.what}: entry {member.name!r} would replace the image root; refused")
+            return
+        base = rel.rpartition("/")[2]
+        if base.startswith(WHITEOUT_PREFIX):
+            self._whiteout(rel, base, member)
+            return
+        rel = self._place(rel)
+        full = self._abs(rel)
+        if member.isdir():
+            if not self._clear(rel, keep_dir=True):
+                os.mkdir(full, 0o700)
+            self.real_dirs.add(rel)
+            self.implicit.discard(rel)
+            self.dir_meta[rel] = member
+            return
+        self._clear(rel, keep_dir=False)
+        if member.isreg():
+            source = tar.extractfile(member)
+            assert source is not None
+            fd = os.open(full, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            with os.fdopen(fd, "wb") as out:
+                shutil.copyfileobj(source, out, 1 << 20)
+        elif member.issym():
+            os.symlink(member.linkname, full)
+        elif member.islnk():
+            self._hardlink(rel, member)
+            return  # a hard link shares its target's metadata
+        elif member.isfifo():
+            os.mkfifo(full, 0o600)
+        elif member.ischr() or member.isblk():
+            # Policy (docs/policy.md): device nodes are not created; the runtime provides /dev.
+            self.index.skipped_devices.append(rel)
+            return
+        else:
+            raise LayerError(f"{self.what}: entry {member.name!r} has unsupported type {member.type!r}")
+        apply_metadata(full, member)
+
+    def _whiteout(self, rel: str, base: str, member: tarfile.TarInfo) -> None:
+        parent = rel.rpartition("/")[0]
+        if base == OPAQUE_MARKER:
+            self.index.opaques.append(parent)
+            return
+        name = base[len(WHITEOUT_PREFIX) :]
+        if name in ("", ".", "..") or name.startswith(WHITEOUT_PREFIX[:-1] + "wh."):
+            raise LayerError(f"{self.what}: entry {member.name!r} is an invalid whiteout; refused")
+        self.index.whiteouts.append(f"{parent}/{name}" if parent else name)
+
+    def _hardlink(self, rel: str, member: tarfile.TarInfo) -> None:
+        target = clean_entry_name(member.linkname, f"{self.what}: hard link {member.name!r}")
+        if not target:
+            raise LayerError(f"{self.what}: hard link {member.name!r} points to the image root; refused")
+        resolved = resolve_parent(self.rootfs, target, self.what)
+        source = self._abs(resolved)
+        try:
+            st = os.lstat(source)
+        except FileNotFoundError:
+            # Not in this layer: a file of a lower layer, linked when the image is flattened.
+            self.index.lower_hardlinks.append([rel, target])
+            return
+        if stat.S_ISDIR(st.st_mode):
+            raise LayerError(f"{self.what}: hard link {member.name!r} points to directory {target!r}; refused")
+        os.link(source, self._abs(rel), follow_symlinks=False)
+
+    def finish(self) -> LayerIndex:
+        # Directory modes last and deepest first: a mode-000 directory must stay writable until filled.
+        for rel in sorted(self.dir_meta, key=lambda p: p.count("/"), reverse=True):
+            full = self._abs(rel)
+            if os.path.isdir(full) and not os.path.islink(full):
+                apply_metadata(full, self.dir_meta[rel])
+        self.index.implicit_dirs = sorted(self.implicit)
+        return self.index
+
+
+def apply_metadata(path: str, member: tarfile.TarInfo) -> None:
+    """Owner (as root only), mode (setuid/setgid/sticky kept) and mtime, never following symlinks."""
+    is_link = member.issym()
+    if IS_ROOT:
+        os.lchown(path, max(member.uid, 0), max(member.gid, 0))
+    if not is_link:
+        os.chmod(path, stat.S_IMODE(member.mode))  # after chown, which clears setuid bits
+    mtime = member.mtime if 0 <= member.mtime < 2**33 else 0
+    os.utime(path, (mtime, mtime), follow_symlinks=False)
+
+
+def extract_layer(
+    blob: Path, diff_id: str, dest: Path, what: str, max_bytes: int = DEFAULT_MAX_LAYER_BYTES
+) -> LayerIndex:
+    """Extract `blob` into `dest` (rootfs/ + layer.json), verifying its uncompressed digest."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    staging = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
+    remove_tree(staging)
+    os.mkdir(staging, 0o700)
+    started = time.monotonic()
+    try:
+        os.mkdir(staging / "rootfs", 0o755)
+        with open(blob, "rb") as raw:
+            index = _extract_stream(raw, str(staging / "rootfs"), diff_id, what, max_bytes)
+        (staging / "layer.json").write_text(json.dumps(asdict(index), indent=1) + "\n")
+        os.chmod(staging, 0o755)
+        replace_dir(staging, dest)
+    except BaseException:
+        remove_tree(staging)
+        raise
+    log.info("%s: extracted %d entries in %.2f s", what, index.entries, time.monotonic() - started)
+    return index
+
+
+def _extract_stream(raw: BinaryIO, rootfs: str, diff_id: str, what: str, max_bytes: int) -> LayerIndex:
+    stream, kind = open_decompressed(raw)
+    # Trailing bytes after a gzip stream that are not zero padding or another gzip member make the
+    # decompressor fail, so they are refused as corrupt.
+    hashing = HashingReader(stream, max_bytes, what)
+    writer = _LayerWriter(rootfs, what)
+    try:
+        with tarfile.open(fileobj=io.BufferedReader(hashing, 1 << 20), mode="r|", errorlevel=2) as tar:  # type: ignore[call-overload]
+            for member in tar:
+                try:
+                    writer.add(member, tar)
+                except LayerError:
+                    raise
+                except OSError as err:
+                    raise LayerError(f"{what}: entry {member.name!r}: {err.strerror or err}") from err
+        hashing.drain()
+    except tarfile.TarError as err:
+        raise LayerError(f"{what}: not a valid tar stream ({err})") from None
+    if hashing.digest != diff_id:
+        msg = f"{what}: uncompressed content has digest {hashing.digest}, config says diff_id {diff_id}; refused"
+        raise LayerError(msg)
+    index = writer.finish()
+    index.diff_id = diff_id
+    index.compression = kind
+    return index
