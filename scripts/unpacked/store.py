@@ -25,6 +25,9 @@ def digest_hex(digest: str) -> str:
 class Store:
     work: Path
     root: Path
+    # Where flat images are built: inside the root for a directory publisher, in the work directory
+    # when a transaction publisher copies them in.
+    build_in_root: bool = True
 
     def blob(self, digest: str) -> Path:
         return self.work / "blobs" / "sha256" / digest_hex(digest)
@@ -50,6 +53,12 @@ class Store:
     def flat(self, config_digest: str) -> Path:
         hexd = digest_hex(config_digest)
         return self.root / ".flat" / hexd[:2] / hexd
+
+    def built_flat(self, config_digest: str) -> Path:
+        if self.build_in_root:
+            return self.flat(config_digest)
+        hexd = digest_hex(config_digest)
+        return self.work / "flat" / hexd[:2] / hexd
 
     def link(self, name: str) -> Path:
         return self.root / name

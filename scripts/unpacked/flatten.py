@@ -1,0 +1,192 @@
+"""Flatten extracted layers into one image tree, applying OCI whiteout and opaque rules.
+
+For each layer, in order: its opaque markers and whiteouts delete from what the LOWER layers made
+(so they never touch what the same layer creates, whatever the entry order), then its entries are
+merged in: directory over directory merges, anything else replaces. Regular files are hard links to
+the extracted layer (one link call per file); directories are the image's own. Nothing in the tree
+is ever opened for writing, so no image can change a shared file.
+
+The tree is built in a private staging directory next to its final place and renamed into place.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import shutil
+import stat
+import time
+from pathlib import Path
+
+from .errors import LayerError
+from .extract import IS_ROOT, LayerIndex, read_layer_index
+from .fsutil import remove_tree, replace_dir
+from .paths import resolve_in_root, resolve_parent
+
+log = logging.getLogger(__name__)
+
+
+class _Flattener:
+    def __init__(self, root: str, what: str) -> None:
+        self.root = root
+        self.what = what
+        # Directory metadata to apply at the end (final modes may forbid writing into them).
+        self.dir_meta: dict[str, os.stat_result] = {}
+        self.files = 0
+
+    def _abs(self, rel: str) -> str:
+        return os.path.join(self.root, rel) if rel else self.root
+
+    def _delete(self, rel: str) -> None:
+        remove_tree(Path(self._abs(rel)))
+        prefix = rel + "/"
+        self.dir_meta = {k: v for k, v in self.dir_meta.items() if k != rel and not k.startswith(prefix)}
+
+    def apply_deletions(self, index: LayerIndex) -> None:
+        for opaque in index.opaques:
+            rel = resolve_in_root(self.root, opaque, self.what) if opaque else ""
+            full = self._abs(rel)
+            if os.path.isdir(full) and not os.path.islink(full):
+                for name in os.listdir(full):
+                    self._delete(f"{rel}/{name}" if rel else name)
+        for whiteout in index.whiteouts:
+            rel = resolve_parent(self.root, whiteout, self.what)
+            if os.path.lexists(self._abs(rel)):
+                self._delete(rel)
+
+    def merge(self, layer_root: str, index: LayerIndex) -> None:
+        implicit = set(index.implicit_dirs)
+        self._merge_dir(layer_root, "", "", implicit)
+        for path, target in index.lower_hardlinks:
+            self._lower_hardlink(path, target)
+
+    def _merge_dir(self, layer_dir: str, layer_rel: str, flat_rel: str, implicit: set[str]) -> None:
+        with os.scandir(layer_dir) as entries:
+            items = list(entries)
+        for entry in items:
+            lrel = f"{layer_rel}/{entry.name}" if layer_rel else entry.name
+            frel = f"{flat_rel}/{entry.name}" if flat_rel else entry.name
+            full = self._abs(frel)
+            st = entry.stat(follow_symlinks=False)
+            if stat.S_ISDIR(st.st_mode):
+                frel = self._ensure_dir(frel, full, lrel in implicit, st)
+                self._merge_dir(entry.path, lrel, frel, implicit)
+                continue
+            if os.path.lexists(full):
+                self._delete(frel)
+            self._place(entry.path, full, st)
+
+    def _ensure_dir(self, frel: str, full: str, implicit: bool, st: os.stat_result) -> str:
+        """Make `frel` a directory of the image; return where the layer's children go."""
+        try:
+            existing = os.lstat(full)
+        except FileNotFoundError:
+            existing = None
+        if existing is not None and stat.S_ISLNK(existing.st_mode) and implicit:
+            # The layer only implied this directory: its children go where the lower symlink points.
+            target = resolve_in_root(self.root, frel, self.what)
+            target_full = self._abs(target)
+            if os.path.isdir(target_full):
+                return target
+            if os.path.lexists(target_full):
+                self._delete(target)
+            os.makedirs(target_full, 0o755, exist_ok=True)
+            return target
+        if existing is not None and not stat.S_ISDIR(existing.st_mode):
+            self._delete(frel)
+            existing = None
+        if existing is None:
+            os.mkdir(full, 0o700)
+            if implicit:
+                os.chmod(full, 0o755)
+        if not implicit:
+            self.dir_meta[frel] = st
+        return frel
+
+    def _place(self, source: str, dest: str, st: os.stat_result) -> None:
+        mode = st.st_mode
+        if stat.S_ISREG(mode):
+            try:
+                os.link(source, dest)
+            except OSError as err:
+                if err.errno not in (errno.EXDEV, errno.EMLINK, errno.EPERM):
+                    raise
+                shutil.copy2(source, dest, follow_symlinks=False)  # other filesystem or link limit
+            self.files += 1
+            return
+        if stat.S_ISLNK(mode):
+            os.symlink(os.readlink(source), dest)
+        elif stat.S_ISFIFO(mode):
+            os.mkfifo(dest, stat.S_IMODE(mode))
+        else:
+            raise LayerError(f"{self.what}: unexpected file type at {source!r}")
+        _copy_metadata(dest, st)
+
+    def _lower_hardlink(self, path: str, target: str) -> None:
+        source = self._abs(resolve_parent(self.root, target, self.what))
+        if not os.path.lexists(source) or (os.path.isdir(source) and not os.path.islink(source)):
+            raise LayerError(f"{self.what}: hard link {path!r} -> {target!r}: no such file in lower layers")
+        rel = resolve_parent(self.root, path, self.what)
+        if os.path.lexists(self._abs(rel)):
+            self._delete(rel)
+        os.makedirs(os.path.dirname(self._abs(rel)), exist_ok=True)
+        os.link(source, self._abs(rel), follow_symlinks=False)
+
+    def finish(self) -> None:
+        for rel in sorted(self.dir_meta, key=lambda p: p.count("/"), reverse=True):
+            full = self._abs(rel)
+            if os.path.isdir(full) and not os.path.islink(full):
+                _copy_metadata(full, self.dir_meta[rel])
+
+
+def _copy_metadata(path: str, st: os.stat_result) -> None:
+    if IS_ROOT:
+        os.lchown(path, st.st_uid, st.st_gid)
+    if not stat.S_ISLNK(st.st_mode):
+        os.chmod(path, stat.S_IMODE(st.st_mode))
+    os.utime(path, ns=(st.st_mtime_ns, st.st_mtime_ns), follow_symlinks=False)
+
+
+def flatten_image(layer_dirs: list[Path], diff_ids: list[str], image_config: dict, dest: Path, what: str) -> int:
+    """Build the flat image `dest` from extracted layers; return the number of files linked."""
+    from .apptainer import write_sandbox_files
+
+    if len(layer_dirs) != len(diff_ids):
+        raise LayerError(f"{what}: {len(layer_dirs)} layers for {len(diff_ids)} diff_ids")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    staging = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
+    remove_tree(staging)
+    os.mkdir(staging, 0o700)  # private while it is built
+    started = time.monotonic()
+    try:
+        flattener = _Flattener(str(staging), what)
+        for number, (layer_dir, diff_id) in enumerate(zip(layer_dirs, diff_ids, strict=True), start=1):
+            index = read_layer_index(layer_dir)
+            if index.diff_id != diff_id:
+                msg = f"{what}: layer {number} ({layer_dir.name}) has diff_id {index.diff_id}, config says {diff_id}"
+                raise LayerError(msg)
+            flattener.what = f"{what}: layer {number} ({diff_id})"
+            flattener.apply_deletions(index)
+            flattener.merge(str(layer_dir / "rootfs"), index)
+        flattener.what = what
+        flattener.finish()
+        write_sandbox_files(staging, image_config)
+        os.chmod(staging, 0o755)
+        replace_dir(staging, dest)
+    except BaseException:
+        remove_tree(staging)
+        raise
+    log.info(
+        "%s: flattened %d layers, %d files in %.2f s",
+        what,
+        len(layer_dirs),
+        flattener.files,
+        time.monotonic() - started,
+    )
+    return flattener.files
+
+
+def load_config(path: Path) -> dict:
+    return json.loads(path.read_text())

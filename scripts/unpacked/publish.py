@@ -1,0 +1,136 @@
+"""Publishing: the one interface through which changes reach the output root.
+
+`DirectoryPublisher` writes straight into a plain directory. `HookPublisher` wraps the same writes in
+a transaction opened and closed by operator commands (for CernVM-FS: `cvmfs_server transaction`,
+`cvmfs_server publish`, `cvmfs_server abort -f`); only one transaction runs at a time, as CernVM-FS
+allows, so concurrent publish jobs take turns through a lock file.
+
+Every write is atomic: the link is created under a temporary name and renamed over the old one,
+metadata files likewise. A tag that moves re-points its link; the old flat image stays until garbage
+collection.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import shlex
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from .errors import PublishError
+from .fsutil import write_atomic
+from .store import Store
+
+log = logging.getLogger(__name__)
+
+
+def relative_link_target(name: str, flat: Path, root: Path) -> str:
+    """`../../.flat/ab/ab12..` with one `..` per directory level of `name` below the root."""
+    depth = name.count("/")
+    return "/".join([".."] * depth + [str(flat.relative_to(root))])
+
+
+def swap_symlink(link: Path, target: str) -> bool:
+    """Point `link` at `target` atomically (symlink under a temporary name, then rename)."""
+    try:
+        if os.readlink(link) == target:
+            return False
+    except (FileNotFoundError, OSError):
+        pass
+    link.parent.mkdir(parents=True, exist_ok=True)
+    if link.is_dir() and not link.is_symlink():
+        raise PublishError(f"{link} is a real directory, not a link we published; remove it by hand")
+    tmp = link.with_name(f".{link.name}.link-{os.getpid()}")
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)
+    os.symlink(target, tmp)
+    os.replace(tmp, link)
+    return True
+
+
+class DirectoryPublisher:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        yield
+
+    def publish(self, state: dict[str, Any], flat: Path) -> None:
+        """Make the published name point at `flat` and record its metadata."""
+        store = self.store
+        name = state["name"]
+        final_flat = store.flat(state["config_digest"])
+        if flat.resolve() != final_flat.resolve() and not final_flat.exists():
+            # Built outside the root (transaction publishers): copy it in, then rename.
+            staging = final_flat.with_name(f".{final_flat.name}.tmp-{os.getpid()}")
+            shutil.copytree(flat, staging, symlinks=True)
+            os.rename(staging, final_flat)
+        target = relative_link_target(name, final_flat, store.root)
+        changed = swap_symlink(store.link(name), target)
+        self._write_metadata(state, changed)
+        log.info("%s: published -> %s%s", state["reference"], target, "" if changed else " (unchanged)")
+
+    def _write_metadata(self, state: dict[str, Any], changed: bool) -> None:
+        meta = self.store.metadata(state["name"])
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        old: dict[str, Any] = {}
+        with contextlib.suppress(FileNotFoundError, ValueError):
+            old = json.loads((meta / "record.json").read_text())
+        write_atomic(meta / "manifest.json", self.store.blob(state["manifest_digest"]).read_bytes())
+        write_atomic(meta / "config.json", self.store.blob(state["config_digest"]).read_bytes())
+        record = {
+            "reference": state["reference"],
+            "source_digest": state["source_digest"],
+            "manifest_digest": state["manifest_digest"],
+            "config_digest": state["config_digest"],
+            "platform": state["platform"],
+            "last_synced": now,
+            "last_changed": now if changed or "last_changed" not in old else old["last_changed"],
+        }
+        write_atomic(meta / "record.json", (json.dumps(record, indent=1, sort_keys=True) + "\n").encode())
+
+
+class HookPublisher(DirectoryPublisher):
+    def __init__(self, store: Store, settings: dict[str, Any]) -> None:
+        super().__init__(store)
+        missing = [key for key in ("begin", "commit", "abort") if not settings.get(key)]
+        if missing:
+            raise PublishError(f"publisher type 'hook' needs the command(s): {', '.join(missing)}")
+        self.commands = settings
+
+    def _run(self, step: str) -> None:
+        command = self.commands[step]
+        done = subprocess.run(command, shell=True, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            msg = f"publish hook {step!r} ({shlex.quote(command)}) failed with exit code {done.returncode}: "
+            raise PublishError(msg + (done.stderr.strip() or done.stdout.strip())[-500:])
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        lock_path = self.store.work / "publish.lock"
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(lock_path, "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            self._run("begin")
+            try:
+                yield
+            except BaseException:
+                self._run("abort")
+                raise
+            self._run("commit")
+
+
+def make_publisher(config: dict[str, Any], store: Store) -> DirectoryPublisher:
+    settings = config.get("publisher") or {"type": "directory"}
+    if settings.get("type", "directory") == "hook":
+        return HookPublisher(store, settings)
+    return DirectoryPublisher(store)
