@@ -1,0 +1,1 @@
+"""Test infrastructure: loopback registries, a token server, hand-built and umoci-built images."""
