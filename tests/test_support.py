@@ -6,6 +6,7 @@ import io
 import json
 import socket
 import tarfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -208,3 +209,20 @@ def test_registry_start_failure_shows_its_output(monkeypatch: pytest.MonkeyPatch
         monkeypatch.setattr(registry_module, "free_port", lambda: busy.getsockname()[1])
         with pytest.raises(RuntimeError, match="address already in use"):
             LocalRegistry(workdir=tmp_path / "reg")
+
+
+def test_private_token_registry_without_anonymous_pull(
+    make_registry: Callable[..., LocalRegistry],
+) -> None:
+    reg = make_registry("token", allow_anonymous_pull=False, expires_in=5)
+    server = reg.token_server
+    assert server is not None and server.expires_in == 5
+    oci.push(reg, "private/repo", "v1", oci.build_image(small_layers()))
+    anonymous = server.issue(None, ["repository:private/repo:pull"])
+    resp = requests.head(
+        f"{reg.url}/v2/private/repo/manifests/v1",
+        headers={"Authorization": f"Bearer {anonymous}", "Accept": oci.ALL_MANIFEST_TYPES},
+        timeout=10,
+    )
+    assert resp.status_code == 401
+    assert oci.head_manifest(reg, "private/repo", "v1").status_code == 200
