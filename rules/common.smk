@@ -1,0 +1,54 @@
+from unpacked.workflow import prepare
+
+# Registries are contacted here, once, in the main process; jobs and cluster nodes reuse its state.
+PLAN = prepare(config, main_process=workflow.is_main_process)
+WORK = str(PLAN.store.work)
+
+
+wildcard_constraints:
+    hex="[0-9a-f]{64}",
+    xx="[0-9a-f]{2}",
+
+
+def get_published_markers():
+    return [f"{WORK}/published/{name}.json" for name in PLAN.names]
+
+
+def get_blob_owner(wildcards):
+    return PLAN.blob_owner[wildcards.hex]
+
+
+def get_diff_id(wildcards):
+    return PLAN.diff_ids[wildcards.hex]
+
+
+def get_layers_of_flat(wildcards):
+    return [
+        f"{WORK}/layers/{h[:2]}/{h}/layer.json"
+        for h in PLAN.layers_of_config(wildcards.hex)
+    ]
+
+
+def get_config_blob(wildcards):
+    return f"{WORK}/blobs/sha256/{wildcards.hex}"
+
+
+def get_config_owner(wildcards):
+    return PLAN.config_owner[wildcards.hex]
+
+
+def get_flat_marker(wildcards):
+    return f"{WORK}/flats/{PLAN.config_of(wildcards.name)}.json"
+
+
+def get_state_file(wildcards):
+    return f"{WORK}/state/images/{wildcards.name}.json"
+
+
+def report_failures(success):
+    """Print the run's failure summary; the run fails unless every failure is ignorable."""
+    import subprocess
+
+    done = subprocess.run(["unpacked", "summary", "--work", WORK], check=False)
+    if success and done.returncode != 0:
+        raise SystemExit(1)

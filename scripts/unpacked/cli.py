@@ -1,0 +1,194 @@
+"""Command-line entry points called by the workflow's rules (and usable by operators).
+
+    unpacked resolve        expand tags and resolve manifests (what the Snakefile does at parse time)
+    unpacked fetch-blob     download one verified blob into the store
+    unpacked extract-layer  extract one layer blob
+    unpacked flatten        build one flat image from its extracted layers
+    unpacked publish        link a published name to its flat image and write its metadata
+    unpacked summary        print this run's failures; exit 1 unless all are ignorable
+
+Errors are caught here, once, and printed as one line naming the image and what to do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from .errors import UnpackedError
+from .store import Store
+
+log = logging.getLogger("unpacked")
+
+
+def _settings(work: Path) -> dict[str, Any]:
+    from .workflow import read_settings
+
+    return read_settings(work)
+
+
+def _store(settings: dict[str, Any]) -> Store:
+    from .workflow import store_for
+
+    return store_for(settings)
+
+
+def _state(store: Store, name: str) -> dict[str, Any]:
+    try:
+        return json.loads(store.state(name).read_text())
+    except FileNotFoundError:
+        raise UnpackedError(f"{name}: no resolved state; run the workflow (not a single job) first") from None
+
+
+def cmd_fetch_blob(args: argparse.Namespace) -> None:
+    from .reference import parse_reference
+    from .registry import RegistryClient
+
+    settings = _settings(args.work)
+    store = _store(settings)
+    state = _state(store, args.image)
+    dest = store.blob(args.digest)
+    if dest.exists():
+        return
+    client = RegistryClient(parse_reference(state["reference"]), settings)
+    client.download_blob(state["repository"], args.digest, dest)
+    log.info("%s: fetched blob %s from %s", state["reference"], args.digest, state["registry"])
+
+
+def cmd_extract_layer(args: argparse.Namespace) -> None:
+    from .extract import extract_layer
+
+    store = _store(_settings(args.work))
+    what = f"layer {args.digest}"
+    extract_layer(store.blob(args.digest), args.diff_id, store.layer(args.digest), what)
+
+
+def cmd_flatten(args: argparse.Namespace) -> None:
+    from .flatten import flatten_image
+    from .fsutil import write_atomic
+
+    store = _store(_settings(args.work))
+    state = _state(store, args.image)
+    config = json.loads(store.blob(state["config_digest"]).read_text())
+    layers = [store.layer(layer["digest"]) for layer in state["layers"]]
+    diff_ids = [layer["diff_id"] for layer in state["layers"]]
+    files = flatten_image(layers, diff_ids, config, store.built_flat(state["config_digest"]), state["reference"])
+    marker = {"config_digest": state["config_digest"], "files": files}
+    write_atomic(Path(args.marker), json.dumps(marker, indent=1).encode())
+
+
+def cmd_publish(args: argparse.Namespace) -> None:
+    from .fsutil import write_atomic
+    from .publish import make_publisher
+
+    settings = _settings(args.work)
+    store = _store(settings)
+    state = _state(store, args.image)
+    publisher = make_publisher(settings, store)
+    with publisher.transaction():
+        publisher.publish(state, store.built_flat(state["config_digest"]))
+    marker = {"name": state["name"], "config_digest": state["config_digest"], "source_digest": state["source_digest"]}
+    write_atomic(Path(args.marker), json.dumps(marker, indent=1).encode())
+
+
+def cmd_resolve(args: argparse.Namespace) -> None:
+    from .workflow import prepare
+
+    resolution = prepare(args.config, main_process=True)
+    print(f"{len(resolution.images)} image(s) resolved, {len(resolution.failures)} failure(s)")
+
+
+def cmd_summary(args: argparse.Namespace) -> None:
+    from .failures import collect, summary_text
+    from .recipe import load_recipe
+
+    settings = _settings(args.work)
+    found = collect(_store(settings), load_recipe(Path(settings["recipe"])))
+    if not found:
+        print("unpacked: all images in sync")
+        return
+    print(summary_text(found), file=sys.stderr)
+    if not all(f["ignored"] for f in found):
+        raise SystemExit(1)
+
+
+def _record_failure(args: argparse.Namespace, err: Exception) -> None:
+    """Leave a failure record for the end-of-run summary (best effort)."""
+    from .failures import record_job_failure
+
+    try:
+        settings = _settings(args.work)
+        store = _store(settings)
+        if getattr(args, "image", None):
+            images = [args.image]
+        else:
+            from .resolve import load_resolution
+
+            images = [
+                name
+                for name, state in load_resolution(store).images.items()
+                if any(layer["digest"] == args.digest for layer in state["layers"])
+            ]
+        key = getattr(args, "image", None) or args.digest
+        record_job_failure(store, args.command, key, str(err), images)
+    except Exception as inner:  # the original error matters more than this record
+        log.warning("could not record the failure: %s", inner)
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="unpacked", description=__doc__.split("\n\n")[0])
+    top.add_argument("-v", "--verbose", action="store_true")
+    sub = top.add_subparsers(dest="command", required=True)
+
+    def job(name: str, func: Any, help_text: str) -> argparse.ArgumentParser:
+        command = sub.add_parser(name, help=help_text)
+        command.add_argument("--work", type=Path, required=True, help="work directory of the workflow")
+        command.set_defaults(func=func)
+        return command
+
+    fetch = job("fetch-blob", cmd_fetch_blob, "download one verified blob")
+    fetch.add_argument("--image", required=True)
+    fetch.add_argument("--digest", required=True)
+    extract = job("extract-layer", cmd_extract_layer, "extract one layer blob")
+    extract.add_argument("--digest", required=True)
+    extract.add_argument("--diff-id", required=True)
+    flatten = job("flatten", cmd_flatten, "build one flat image")
+    flatten.add_argument("--image", required=True)
+    flatten.add_argument("--marker", required=True)
+    publish = job("publish", cmd_publish, "publish one image")
+    publish.add_argument("--image", required=True)
+    publish.add_argument("--marker", required=True)
+    job("summary", cmd_summary, "print this run's failures")
+    resolve = sub.add_parser("resolve", help="resolve tags and manifests")
+    resolve.add_argument("--config", type=Path, default=Path("config/config.yaml"))
+    resolve.set_defaults(func=cmd_resolve)
+    return top
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        args.func(args)
+    except UnpackedError as err:
+        log.error("%s", err)
+        if args.command in ("fetch-blob", "extract-layer", "flatten", "publish"):
+            _record_failure(args, err)
+        raise SystemExit(1) from None
+    except OSError as err:
+        log.error("%s: %s", args.command, err)
+        if args.command in ("fetch-blob", "extract-layer", "flatten", "publish"):
+            _record_failure(args, err)
+        raise SystemExit(1) from None
+
+
+if __name__ == "__main__":
+    main()

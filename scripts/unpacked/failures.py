@@ -1,0 +1,58 @@
+"""Failure records and the end-of-run summary.
+
+Resolution failures are listed in `state/resolved.json`; a job that fails writes
+`<work>/failures/<action>-<key>.json`. The summary maps them back to recipe entries and decides the
+exit code: a run fails unless every failed input matches the recipe's `ignoreErrors`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from .fsutil import remove_tree, write_atomic
+from .recipe import Recipe
+from .reference import parse_reference
+from .resolve import load_resolution
+from .store import Store
+
+
+def failures_dir(store: Store) -> Path:
+    return store.work / "failures"
+
+
+def clear_job_failures(store: Store) -> None:
+    """Forget the previous run's job failures (called once per run, before the DAG is built)."""
+    remove_tree(failures_dir(store))
+
+
+def record_job_failure(store: Store, action: str, key: str, error: str, images: list[str]) -> None:
+    document = {"action": action, "key": key, "error": error, "images": images, "time": time.time()}
+    safe_key = key.replace("/", "_").replace(":", "_")
+    write_atomic(failures_dir(store) / f"{action}-{safe_key}.json", json.dumps(document, indent=1).encode())
+
+
+def collect(store: Store, recipe: Recipe) -> list[dict[str, Any]]:
+    """Every failure of this run: {reference, error, ignored}."""
+    resolution = load_resolution(store)
+    found = list(resolution.failures)
+    for path in sorted(failures_dir(store).glob("*.json")):
+        record = json.loads(path.read_text())
+        for name in record["images"]:
+            state = resolution.images.get(name, {})
+            reference = state.get("reference", name)
+            ignored = recipe.is_ignored(parse_reference(reference))
+            found.append(
+                {"reference": reference, "error": f"{record['action']}: {record['error']}", "ignored": ignored}
+            )
+    return found
+
+
+def summary_text(found: list[dict[str, Any]]) -> str:
+    lines = [f"{len(found)} image(s) failed:"]
+    for failure in found:
+        mark = " (ignored: matches ignoreErrors)" if failure["ignored"] else ""
+        lines.append(f"  {failure['reference']}{mark}\n      {failure['error']}")
+    return "\n".join(lines)

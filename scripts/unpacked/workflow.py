@@ -1,0 +1,82 @@
+"""The glue the Snakefile calls: configuration, resolution before the DAG, and lookups by digest.
+
+Kept here, not in `rules/common.smk`, so that it is typed, tested and shared with the CLI.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .config import validate_config
+from .failures import clear_job_failures
+from .fsutil import write_if_changed
+from .recipe import load_recipe
+from .resolve import Resolution, Resolver, load_resolution
+from .store import Store, digest_hex
+
+log = logging.getLogger(__name__)
+
+
+def store_for(settings: dict[str, Any]) -> Store:
+    build_in_root = settings.get("publisher", {}).get("type", "directory") == "directory"
+    return Store(Path(settings["work_dir"]), Path(settings["output_root"]), build_in_root)
+
+
+def read_settings(work: Path) -> dict[str, Any]:
+    """The validated configuration the main process saved for the jobs."""
+    return json.loads((work / "state" / "settings.json").read_text())
+
+
+@dataclass
+class Plan:
+    """What the DAG is built from: resolved images and lookups from digests to images."""
+
+    settings: dict[str, Any]
+    store: Store
+    resolution: Resolution
+    blob_owner: dict[str, str] = field(default_factory=dict)  # layer or config hex -> published name
+    diff_ids: dict[str, str] = field(default_factory=dict)  # layer hex -> diff_id
+    config_owner: dict[str, str] = field(default_factory=dict)  # config hex -> published name
+
+    def __post_init__(self) -> None:
+        for name, state in sorted(self.resolution.images.items()):
+            self.config_owner.setdefault(digest_hex(state["config_digest"]), name)
+            self.blob_owner.setdefault(digest_hex(state["config_digest"]), name)
+            for layer in state["layers"]:
+                hexd = digest_hex(layer["digest"])
+                self.blob_owner.setdefault(hexd, name)
+                self.diff_ids.setdefault(hexd, layer["diff_id"])
+
+    @property
+    def names(self) -> list[str]:
+        return sorted(self.resolution.images)
+
+    def layers_of_config(self, config_hex: str) -> list[str]:
+        state = self.resolution.images[self.config_owner[config_hex]]
+        return [digest_hex(layer["digest"]) for layer in state["layers"]]
+
+    def config_of(self, name: str) -> str:
+        return digest_hex(self.resolution.images[name]["config_digest"])
+
+
+def prepare(config: dict[str, Any] | Path, main_process: bool) -> Plan:
+    """Validate the config and resolve the recipe (main process, online) or load the last resolution."""
+    if isinstance(config, Path):
+        import yaml
+
+        config = yaml.safe_load(config.read_text()) or {}
+    settings = validate_config(dict(config))
+    store = store_for(settings)
+    write_if_changed(store.settings, (json.dumps(settings, indent=1, sort_keys=True) + "\n").encode())
+    if main_process and not settings["offline"]:
+        clear_job_failures(store)
+        recipe = load_recipe(Path(settings["recipe"]))
+        resolution = Resolver(settings, store).run(recipe)
+        log.info("resolved %d image(s), %d failure(s)", len(resolution.images), len(resolution.failures))
+    else:
+        resolution = load_resolution(store)
+    return Plan(settings, store, resolution)
