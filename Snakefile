@@ -28,9 +28,9 @@ include: "rules/publish.smk"
 
 
 rule all:
+    default_target: True
     input:
         get_published_markers(),
-    default_target: True
 
 
 onsuccess:

@@ -3,6 +3,7 @@ from unpacked.workflow import prepare
 # Registries are contacted here, once, in the main process; jobs and cluster nodes reuse its state.
 PLAN = prepare(config, main_process=workflow.is_main_process)
 WORK = str(PLAN.store.work)
+SETTINGS = str(PLAN.store.settings)
 
 
 wildcard_constraints:
@@ -49,6 +50,6 @@ def report_failures(success):
     """Print the run's failure summary; the run fails unless every failure is ignorable."""
     import subprocess
 
-    done = subprocess.run(["unpacked", "summary", "--work", WORK], check=False)
+    done = subprocess.run(["unpacked", "summary", "--settings", SETTINGS], check=False)
     if success and done.returncode != 0:
         raise SystemExit(1)

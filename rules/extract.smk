@@ -1,13 +1,15 @@
 rule extract_layer:
     input:
+        settings=ancient(SETTINGS),
         blob=ancient(f"{WORK}/blobs/sha256/{{hex}}"),
     output:
         index=f"{WORK}/layers/{{xx}}/{{hex}}/layer.json",
-    params:
-        diff_id=get_diff_id,
-        work=WORK,
     log:
         f"{WORK}/logs/extract_layer/{{xx}}/{{hex}}.log",
+    conda:
+        "../envs/unpacked.yaml"
+    params:
+        diff_id=get_diff_id,
     shell:
-        "unpacked extract-layer --work {params.work} --digest sha256:{wildcards.hex}"
+        "unpacked extract-layer --settings {input.settings} --digest sha256:{wildcards.hex}"
         " --diff-id {params.diff_id} 2> {log}"

@@ -1,13 +1,16 @@
 rule fetch_blob:
+    input:
+        settings=ancient(SETTINGS),
     output:
         blob=f"{WORK}/blobs/sha256/{{hex}}",
-    params:
-        image=get_blob_owner,
-        work=WORK,
     log:
         f"{WORK}/logs/fetch_blob/{{hex}}.log",
+    conda:
+        "../envs/unpacked.yaml"
     resources:
         registry_conn=1,
+    params:
+        image=get_blob_owner,
     shell:
-        "unpacked fetch-blob --work {params.work} --image {params.image:q}"
+        "unpacked fetch-blob --settings {input.settings} --image {params.image:q}"
         " --digest sha256:{wildcards.hex} 2> {log}"

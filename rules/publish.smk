@@ -1,13 +1,14 @@
 rule publish_image:
     input:
+        settings=ancient(SETTINGS),
         state=get_state_file,
         flat=ancient(get_flat_marker),
     output:
         marker=f"{WORK}/published/{{name}}.json",
-    params:
-        work=WORK,
     log:
         f"{WORK}/logs/publish_image/{{name}}.log",
+    conda:
+        "../envs/unpacked.yaml"
     shell:
-        "unpacked publish --work {params.work} --image {wildcards.name:q}"
+        "unpacked publish --settings {input.settings} --image {wildcards.name:q}"
         " --marker {output.marker} 2> {log}"

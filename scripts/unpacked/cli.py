@@ -25,10 +25,11 @@ from .store import Store
 log = logging.getLogger("unpacked")
 
 
-def _settings(work: Path) -> dict[str, Any]:
-    from .workflow import read_settings
-
-    return read_settings(work)
+def _settings(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UnpackedError(f"{path}: no saved settings; run the workflow (snakemake) first") from None
 
 
 def _store(settings: dict[str, Any]) -> Store:
@@ -48,7 +49,7 @@ def cmd_fetch_blob(args: argparse.Namespace) -> None:
     from .reference import parse_reference
     from .registry import RegistryClient
 
-    settings = _settings(args.work)
+    settings = _settings(args.settings)
     store = _store(settings)
     state = _state(store, args.image)
     dest = store.blob(args.digest)
@@ -62,7 +63,7 @@ def cmd_fetch_blob(args: argparse.Namespace) -> None:
 def cmd_extract_layer(args: argparse.Namespace) -> None:
     from .extract import extract_layer
 
-    store = _store(_settings(args.work))
+    store = _store(_settings(args.settings))
     what = f"layer {args.digest}"
     extract_layer(store.blob(args.digest), args.diff_id, store.layer(args.digest), what)
 
@@ -71,7 +72,7 @@ def cmd_flatten(args: argparse.Namespace) -> None:
     from .flatten import flatten_image
     from .fsutil import write_atomic
 
-    store = _store(_settings(args.work))
+    store = _store(_settings(args.settings))
     state = _state(store, args.image)
     config = json.loads(store.blob(state["config_digest"]).read_text())
     layers = [store.layer(layer["digest"]) for layer in state["layers"]]
@@ -85,7 +86,7 @@ def cmd_publish(args: argparse.Namespace) -> None:
     from .fsutil import write_atomic
     from .publish import make_publisher
 
-    settings = _settings(args.work)
+    settings = _settings(args.settings)
     store = _store(settings)
     state = _state(store, args.image)
     publisher = make_publisher(settings, store)
@@ -106,7 +107,7 @@ def cmd_summary(args: argparse.Namespace) -> None:
     from .failures import collect, summary_text
     from .recipe import load_recipe
 
-    settings = _settings(args.work)
+    settings = _settings(args.settings)
     found = collect(_store(settings), load_recipe(Path(settings["recipe"])))
     if not found:
         print("unpacked: all images in sync")
@@ -121,7 +122,7 @@ def _record_failure(args: argparse.Namespace, err: Exception) -> None:
     from .failures import record_job_failure
 
     try:
-        settings = _settings(args.work)
+        settings = _settings(args.settings)
         store = _store(settings)
         if getattr(args, "image", None):
             images = [args.image]
@@ -146,7 +147,9 @@ def parser() -> argparse.ArgumentParser:
 
     def job(name: str, func: Any, help_text: str) -> argparse.ArgumentParser:
         command = sub.add_parser(name, help=help_text)
-        command.add_argument("--work", type=Path, required=True, help="work directory of the workflow")
+        command.add_argument(
+            "--settings", type=Path, default=Path("work/state/settings.json"), help="the run's saved settings"
+        )
         command.set_defaults(func=func)
         return command
 

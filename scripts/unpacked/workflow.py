@@ -26,11 +26,6 @@ def store_for(settings: dict[str, Any]) -> Store:
     return Store(Path(settings["work_dir"]), Path(settings["output_root"]), build_in_root)
 
 
-def read_settings(work: Path) -> dict[str, Any]:
-    """The validated configuration the main process saved for the jobs."""
-    return json.loads((work / "state" / "settings.json").read_text())
-
-
 @dataclass
 class Plan:
     """What the DAG is built from: resolved images and lookups from digests to images."""
