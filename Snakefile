@@ -25,12 +25,13 @@ include: "rules/fetch.smk"
 include: "rules/extract.smk"
 include: "rules/flatten.smk"
 include: "rules/publish.smk"
+include: "rules/report.smk"
 
 
 rule all:
     default_target: True
     input:
-        get_published_markers(),
+        get_targets(),
 
 
 onsuccess:

@@ -1,3 +1,4 @@
+from unpacked.failures import failures_recorded
 from unpacked.workflow import prepare
 
 # Registries are contacted here, once, in the main process; jobs and cluster nodes reuse its state.
@@ -11,8 +12,12 @@ wildcard_constraints:
     xx="[0-9a-f]{2}",
 
 
-def get_published_markers():
-    return [f"{WORK}/published/{name}.json" for name in PLAN.names]
+def get_targets():
+    """Every published image, plus a failing report job if some entries could not be resolved."""
+    targets = [f"{WORK}/published/{name}.json" for name in PLAN.names]
+    if PLAN.unignored_failures:
+        targets.append(f"{WORK}/failures/unresolved")
+    return targets
 
 
 def get_blob_owner(wildcards):
@@ -53,3 +58,6 @@ def report_failures(success):
     done = subprocess.run(["unpacked", "summary", "--settings", SETTINGS], check=False)
     if success and done.returncode != 0:
         raise SystemExit(1)
+    if not success and done.returncode == 0 and failures_recorded(PLAN.store):
+        # Every failed job belongs to images matching ignoreErrors: the run counts as a success.
+        raise SystemExit(0)

@@ -108,7 +108,7 @@ def cmd_summary(args: argparse.Namespace) -> None:
     from .recipe import load_recipe
 
     settings = _settings(args.settings)
-    found = collect(_store(settings), load_recipe(Path(settings["recipe"])))
+    found = collect(_store(settings), load_recipe(Path(settings["recipe"])), args.resolution_only)
     if not found:
         print("unpacked: all images in sync")
         return
@@ -165,7 +165,8 @@ def parser() -> argparse.ArgumentParser:
     publish = job("publish", cmd_publish, "publish one image")
     publish.add_argument("--image", required=True)
     publish.add_argument("--marker", required=True)
-    job("summary", cmd_summary, "print this run's failures")
+    summary = job("summary", cmd_summary, "print this run's failures")
+    summary.add_argument("--resolution-only", action="store_true", help="only entries that failed to resolve")
     resolve = sub.add_parser("resolve", help="resolve tags and manifests")
     resolve.add_argument("--config", type=Path, default=Path("config/config.yaml"))
     resolve.set_defaults(func=cmd_resolve)
@@ -186,8 +187,8 @@ def main(argv: list[str] | None = None) -> None:
         if args.command in ("fetch-blob", "extract-layer", "flatten", "publish"):
             _record_failure(args, err)
         raise SystemExit(1) from None
-    except OSError as err:
-        log.error("%s: %s", args.command, err)
+    except Exception as err:  # an unexpected failure still names the job and is recorded
+        log.error("%s: %s: %s", args.command, type(err).__name__, err)
         if args.command in ("fetch-blob", "extract-layer", "flatten", "publish"):
             _record_failure(args, err)
         raise SystemExit(1) from None

@@ -34,10 +34,17 @@ def record_job_failure(store: Store, action: str, key: str, error: str, images: 
     write_atomic(failures_dir(store) / f"{action}-{safe_key}.json", json.dumps(document, indent=1).encode())
 
 
-def collect(store: Store, recipe: Recipe) -> list[dict[str, Any]]:
+def failures_recorded(store: Store) -> bool:
+    """True if a job of this run left a failure record."""
+    return any(failures_dir(store).glob("*.json"))
+
+
+def collect(store: Store, recipe: Recipe, resolution_only: bool = False) -> list[dict[str, Any]]:
     """Every failure of this run: {reference, error, ignored}."""
     resolution = load_resolution(store)
     found = list(resolution.failures)
+    if resolution_only:
+        return found
     for path in sorted(failures_dir(store).glob("*.json")):
         record = json.loads(path.read_text())
         for name in record["images"]:

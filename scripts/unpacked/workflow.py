@@ -47,6 +47,10 @@ class Plan:
                 self.diff_ids.setdefault(hexd, layer["diff_id"])
 
     @property
+    def unignored_failures(self) -> list[dict[str, Any]]:
+        return [f for f in self.resolution.failures if not f["ignored"]]
+
+    @property
     def names(self) -> list[str]:
         return sorted(self.resolution.images)
 

@@ -1,0 +1,202 @@
+"""Failures in a whole-workflow run: isolated per image, summarised, ignorable, nothing half-written."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from support import oci
+from support.registry import LocalRegistry
+from support.tokenserver import TokenServer
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = Path(sys.executable).with_name("snakemake")
+pytestmark = pytest.mark.workflow
+
+
+def good_image(text: str) -> oci.Image:
+    return oci.build_image([oci.TarLayer().add_dir("etc").add_file("etc/id", text.encode()).tar_bytes()])
+
+
+def bad_diff_id_image() -> oci.Image:
+    """A layer whose uncompressed digest does not match the config's diff_id."""
+    tar = oci.TarLayer().add_file("etc/id", b"corrupt\n").tar_bytes()
+    honest = oci.LayerBlob.from_tar(tar, "gzip", "oci")
+    lying = oci.LayerBlob(honest.data, honest.media_type, oci.sha256(b"something else"))
+    return oci.build_image([lying])
+
+
+class Workdir:
+    def __init__(self, directory: Path, registries: dict[str, dict]) -> None:
+        self.directory = directory
+        self.registries = registries
+        (directory / "config").mkdir(parents=True, exist_ok=True)
+        self.env = dict(os.environ, PATH=f"{SNAKEMAKE.parent}:{os.environ['PATH']}")
+
+    @property
+    def root(self) -> Path:
+        return self.directory / "output"
+
+    def configure(self, recipe: object) -> None:
+        text = recipe if isinstance(recipe, str) else json.dumps(recipe)
+        (self.directory / "config" / "recipe.yaml").write_text(text)
+        settings = {
+            "recipe": "config/recipe.yaml",
+            "output_root": "output",
+            "work_dir": "work",
+            "registries": self.registries,
+        }
+        (self.directory / "config" / "config.yaml").write_text(json.dumps(settings))
+
+    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        command = [
+            str(SNAKEMAKE),
+            "--snakefile",
+            str(REPO / "Snakefile"),
+            "--workflow-profile",
+            str(REPO / "profiles" / "default"),
+            "--directory",
+            str(self.directory),
+            "--cores",
+            "2",
+            *args,
+        ]
+        return subprocess.run(command, capture_output=True, text=True, env=self.env, timeout=600, check=False)
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, registry: LocalRegistry) -> Iterator[Workdir]:
+    yield Workdir(tmp_path / "run", {registry.host: {"insecure": True}})
+
+
+def tree(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*")) if root.exists() else []
+
+
+def test_failing_images_do_not_stop_the_others(workdir: Workdir, registry: LocalRegistry, repo_name: str) -> None:
+    oci.push(registry, f"{repo_name}/good", "1", good_image("good\n"))
+    oci.push(registry, f"{repo_name}/corrupt", "1", bad_diff_id_image())
+    workdir.configure(
+        [
+            f"http://{registry.host}/{repo_name}/good:1",
+            f"http://{registry.host}/{repo_name}/corrupt:1",
+            f"http://{registry.host}/{repo_name}/missing:1",
+        ]
+    )
+    done = workdir.run()
+    output = done.stdout + done.stderr
+    assert done.returncode != 0, output
+    good = workdir.root / registry.host / repo_name / "good:1"
+    assert (good / "etc/id").read_text() == "good\n", "the good image is published despite the others"
+    assert not (workdir.root / registry.host / repo_name / "corrupt:1").exists()
+    assert not (workdir.root / registry.host / repo_name / "missing:1").exists()
+    # The summary names each failed input and what went wrong.
+    assert "2 image(s) failed" in output, output
+    assert f"{repo_name}/missing:1" in output and "not found" in output
+    assert f"{repo_name}/corrupt:1" in output and "diff_id" in output
+    # Nothing half-written: no staging directories left in the root or the layer store.
+    leftovers = [p for p in tree(workdir.root) + tree(workdir.directory / "work/layers") if ".tmp-" in p]
+    assert leftovers == []
+
+
+def test_ignored_failures_do_not_fail_the_run(workdir: Workdir, registry: LocalRegistry, repo_name: str) -> None:
+    oci.push(registry, f"{repo_name}/good", "1", good_image("good\n"))
+    oci.push(registry, f"{repo_name}/corrupt", "1", bad_diff_id_image())
+    recipe = {
+        "version": 1,
+        "input": [
+            f"http://{registry.host}/{repo_name}/good:1",
+            f"http://{registry.host}/{repo_name}/corrupt:1",
+            f"http://{registry.host}/{repo_name}/missing:1",
+        ],
+        "ignoreErrors": [f"{registry.host}/{repo_name}/corrupt:*", f"http://{registry.host}/{repo_name}/missing:*"],
+    }
+    workdir.configure(recipe)
+    done = workdir.run()
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output
+    assert "ignored: matches ignoreErrors" in output
+    assert (workdir.root / registry.host / repo_name / "good:1").is_symlink()
+    # Without the ignore list the same failures fail the run.
+    recipe["ignoreErrors"] = []
+    workdir.configure(recipe)
+    assert workdir.run().returncode != 0
+
+
+def test_unresolvable_entry_fails_even_when_nothing_else_runs(
+    workdir: Workdir, registry: LocalRegistry, repo_name: str
+) -> None:
+    oci.push(registry, f"{repo_name}/good", "1", good_image("good\n"))
+    workdir.configure([f"http://{registry.host}/{repo_name}/good:1"])
+    assert workdir.run().returncode == 0
+    workdir.configure([f"http://{registry.host}/{repo_name}/good:1", f"http://{registry.host}/{repo_name}/gone:1"])
+    preview = workdir.run("-n")
+    assert "report_unresolved" in preview.stdout + preview.stderr
+    done = workdir.run()
+    assert done.returncode != 0
+    assert f"{repo_name}/gone:1" in done.stdout + done.stderr
+
+
+def test_previous_version_stays_when_update_is_corrupt(
+    workdir: Workdir, registry: LocalRegistry, repo_name: str
+) -> None:
+    oci.push(registry, f"{repo_name}/app", "stable", good_image("v1\n"))
+    workdir.configure([f"http://{registry.host}/{repo_name}/app:stable"])
+    assert workdir.run().returncode == 0
+    link = workdir.root / registry.host / repo_name / "app:stable"
+    before = os.readlink(link)
+    oci.push(registry, f"{repo_name}/app", "stable", bad_diff_id_image())
+    done = workdir.run()
+    assert done.returncode != 0
+    assert os.readlink(link) == before, "a failed update leaves the published version in place"
+    assert (link / "etc/id").read_text() == "v1\n"
+    record = json.loads((workdir.root / ".metadata" / registry.host / repo_name / "app:stable/record.json").read_text())
+    assert record["config_digest"].split(":")[1] == Path(before).name, "metadata still describes what is served"
+
+
+@pytest.mark.parametrize(
+    ("recipe", "message"),
+    [
+        ("input: [unclosed", "not valid YAML"),
+        ("", "the file is empty"),
+        ("{version: 1, inputs: []}", "unknown key(s) inputs"),
+        ("- 'https://Registry.example/UPPER/case:1'", "entry 1"),
+        ("- 'http://127.0.0.1:1/ok/repo'", "no tag or digest"),
+        ("- 'https://example.org/repo@sha256:../../etc'", "invalid digest"),
+    ],
+)
+def test_broken_recipe_is_a_clear_error_and_writes_nothing(workdir: Workdir, recipe: str, message: str) -> None:
+    workdir.configure(recipe)
+    done = workdir.run()
+    output = done.stdout + done.stderr
+    assert done.returncode != 0
+    assert message in output, output
+    assert "recipe config/recipe.yaml" in output
+    assert not workdir.root.exists(), "nothing may be written to the output root"
+
+
+def test_wrong_password_is_reported_without_the_secret(tmp_path: Path, repo_name: str) -> None:
+    with (
+        TokenServer(tmp_path / "tokens", users={"bob": "right-password"}, allow_anonymous_pull=False) as tokens,
+        LocalRegistry("token", token_server=tokens, workdir=tmp_path / "registry") as private,
+    ):
+        docker = tmp_path / "docker"
+        docker.mkdir()
+        auth = base64.b64encode(b"bob:wrong-password-123").decode()
+        (docker / "config.json").write_text(json.dumps({"auths": {private.host: {"auth": auth}}}))
+        workdir = Workdir(tmp_path / "run", {private.host: {"insecure": True}})
+        workdir.env["DOCKER_CONFIG"] = str(docker)
+        workdir.configure([f"http://{private.host}/{repo_name}/app:1"])
+        done = workdir.run()
+        output = done.stdout + done.stderr
+        assert done.returncode != 0
+        assert "token server refused user 'bob'" in output, output
+        assert "wrong-password-123" not in output
+        leaked = [p for p in (tmp_path / "run").rglob("*") if p.is_file() and b"wrong-password-123" in p.read_bytes()]
+        assert leaked == []
