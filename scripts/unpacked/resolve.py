@@ -25,7 +25,7 @@ from .manifests import (
     parse_manifest,
 )
 from .recipe import Recipe
-from .reference import ImageRef
+from .reference import TAG_RE, ImageRef
 from .registry import RegistryClient, sha256_digest
 from .store import Store
 
@@ -75,7 +75,9 @@ class Resolver:
             return [ref]
         assert ref.tag is not None
         tags = self.client(ref).list_tags(ref.api_repository)
-        matched = sorted(t for t in set(tags) if fnmatch.fnmatchcase(t, ref.tag))
+        # Tags become file names: a registry's answer is not trusted to hold only valid ones.
+        valid = {t for t in tags if isinstance(t, str) and TAG_RE.match(t)}
+        matched = sorted(t for t in valid if fnmatch.fnmatchcase(t, ref.tag))
         if not matched:
             raise UnpackedError(f"{ref}: the tag pattern {ref.tag!r} matches none of the {len(tags)} tags")
         return [ref.with_tag(tag) for tag in matched]
