@@ -129,7 +129,7 @@ def choose_platform(entries: list[Descriptor], platforms: list[str], what: str) 
         {
             "/".join(str(p.platform.get(k)) for k in ("os", "architecture", "variant") if p.platform.get(k))
             for p in entries
-            if p.platform
+            if p.platform and p.platform.get("architecture") != "unknown"  # attestations are not images
         }
     )
     msg = f"{what}: no image for platform(s) {', '.join(platforms)}; the index offers {', '.join(offered) or 'none'}"
