@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from support import oci
@@ -17,6 +21,7 @@ from unpacked.errors import (
     DigestMismatchError,
     ImageReferenceError,
     NotFoundError,
+    RegistryError,
     UnsupportedImageError,
 )
 from unpacked.manifests import OCI_MANIFEST, media_type_of, parse_manifest
@@ -392,3 +397,137 @@ def test_htpasswd_without_credentials(htpasswd_registry: LocalRegistry, repo_nam
         client_for(htpasswd_registry, repo_name).head_manifest(repo_name, "v1")
     message = str(info.value)
     assert htpasswd_registry.host in message and "none is configured" in message
+
+
+# -------------------------------------------------------------------------------------------------
+# Credential helpers and broken Docker configs
+# -------------------------------------------------------------------------------------------------
+
+
+def install_helper(directory: Path, name: str, answer: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A `docker-credential-<name>` program that records the server it was asked about."""
+    asked = directory / f"{name}.asked"
+    program = directory / f"docker-credential-{name}"
+    program.write_text(
+        f"#!/bin/sh\n[ \"$1\" = get ] || exit 2\ncat > \"{asked}\"\nprintf '%s' '{json.dumps(answer)}'\n"
+    )
+    program.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{directory}:{os.environ['PATH']}")
+    return asked
+
+
+def test_credential_helper(
+    htpasswd_registry: LocalRegistry,
+    repo_name: str,
+    empty_docker_config: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert htpasswd_registry.username and htpasswd_registry.password
+    image = small_image(repo_name)
+    oci.push(htpasswd_registry, repo_name, "v1", image)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    answer = {"ServerURL": htpasswd_registry.host, "Username": htpasswd_registry.username}
+    asked = install_helper(bin_dir, "testhelper", answer | {"Secret": htpasswd_registry.password}, monkeypatch)
+    config = {"credHelpers": {htpasswd_registry.host: "testhelper"}}
+    (empty_docker_config / "config.json").write_text(json.dumps(config))
+    assert client_for(htpasswd_registry, repo_name).head_manifest(repo_name, "v1") == image.digest
+    assert asked.read_text() == htpasswd_registry.host
+
+
+def test_credential_helper_not_installed(
+    htpasswd_registry: LocalRegistry, repo_name: str, empty_docker_config: Path
+) -> None:
+    config = {"credHelpers": {htpasswd_registry.host: "no-such-helper-xyz"}}
+    (empty_docker_config / "config.json").write_text(json.dumps(config))
+    with pytest.raises(AuthError) as info:
+        client_for(htpasswd_registry, repo_name)
+    assert "docker-credential-no-such-helper-xyz" in str(info.value) and "not installed" in str(info.value)
+
+
+@pytest.mark.parametrize("content", ["{not json", json.dumps({"auths": {"HOST": {"auth": "!!!not base64!!!"}}})])
+def test_broken_docker_config(
+    htpasswd_registry: LocalRegistry, repo_name: str, empty_docker_config: Path, content: str
+) -> None:
+    path = empty_docker_config / "config.json"
+    path.write_text(content.replace("HOST", htpasswd_registry.host))
+    with pytest.raises(AuthError) as info:
+        client_for(htpasswd_registry, repo_name)
+    assert str(path) in str(info.value)
+
+
+# -------------------------------------------------------------------------------------------------
+# Tag list pagination (docker-registry only pages when asked to, so a small server plays a registry
+# that pages on its own, like Docker Hub and Quay)
+# -------------------------------------------------------------------------------------------------
+
+
+class PagingRegistry:
+    """Serves `/v2/<repo>/tags/list` in pages; `pages[repo]` is a list of (tags, next-link or None)."""
+
+    def __init__(self, pages: dict[str, list[tuple[list[str], str | None]]]) -> None:
+        self.seen: list[str] = []
+        registry = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                registry.seen.append(self.path)
+                url = urlsplit(self.path)
+                repo = url.path.removeprefix("/v2/").removesuffix("/tags/list")
+                page = int(parse_qs(url.query).get("page", ["0"])[0])
+                if repo not in pages or page >= len(pages[repo]):
+                    self.send_response(404)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                tags, link = pages[repo][page]
+                body = json.dumps({"name": repo, "tags": tags}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                if link:
+                    self.send_header("Link", f'<{link.replace("HOST", registry.host)}>; rel="next"')
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.host = f"127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_tag_list_pagination() -> None:
+    pages = {
+        "a/b": [
+            (["1.0", "1.1"], "/v2/a/b/tags/list?page=1&n=2"),  # relative, like distribution
+            (["2.0"], "http://HOST/v2/a/b/tags/list?page=2"),  # absolute, same host
+            (["3.0"], None),
+        ],
+        "loop/x": [(["1"], "/v2/loop/x/tags/list")],  # points back at itself
+        "evil/x": [(["1"], "http://localhost:1/v2/evil/x/tags/list?page=1")],  # another host
+    }
+    server = PagingRegistry(pages)
+    try:
+        ref = parse_reference(f"{server.host}/a/b:*")
+        client = RegistryClient(ref, {"registries": {server.host: {"insecure": True, "retries": 0}}})
+        assert client.list_tags("a/b") == ["1.0", "1.1", "2.0", "3.0"]
+        assert server.seen == [
+            "/v2/a/b/tags/list",
+            "/v2/a/b/tags/list?page=1&n=2",
+            "/v2/a/b/tags/list?page=2",
+        ]
+        assert client.list_tags("loop/x") == ["1"]  # stops instead of looping forever
+        server.seen.clear()
+        with pytest.raises(RegistryError) as info:
+            client.list_tags("evil/x")
+        assert server.host in str(info.value) and "another host" in str(info.value)
+        assert len(server.seen) == 1
+    finally:
+        server.stop()
