@@ -1,3 +1,6 @@
+import shutil
+import sys
+
 from unpacked.failures import failures_recorded
 from unpacked.workflow import prepare
 
@@ -5,6 +8,10 @@ from unpacked.workflow import prepare
 PLAN = prepare(config, main_process=workflow.is_main_process)
 WORK = str(PLAN.store.work)
 SETTINGS = str(PLAN.store.settings)
+# The package's CLI: on PATH when its environment is active, else through this interpreter.
+UNPACKED = (
+    "unpacked" if shutil.which("unpacked") else f"{sys.executable} -m unpacked.cli"
+)
 
 
 wildcard_constraints:
@@ -55,7 +62,9 @@ def report_failures(success):
     """Print the run's failure summary; the run fails unless every failure is ignorable."""
     import subprocess
 
-    done = subprocess.run(["unpacked", "summary", "--settings", SETTINGS], check=False)
+    done = subprocess.run(
+        [*UNPACKED.split(), "summary", "--settings", SETTINGS], check=False
+    )
     if success and done.returncode != 0:
         raise SystemExit(1)
     if not success and done.returncode == 0 and failures_recorded(PLAN.store):

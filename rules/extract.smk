@@ -9,7 +9,8 @@ rule extract_layer:
     conda:
         "../envs/unpacked.yaml"
     params:
+        unpacked=UNPACKED,
         diff_id=get_diff_id,
     shell:
-        "unpacked extract-layer --settings {input.settings} --digest sha256:{wildcards.hex}"
+        "{params.unpacked} extract-layer --settings {input.settings} --digest sha256:{wildcards.hex}"
         " --diff-id {params.diff_id} 2> {log}"

@@ -10,7 +10,8 @@ rule fetch_blob:
     resources:
         registry_conn=1,
     params:
+        unpacked=UNPACKED,
         image=get_blob_owner,
     shell:
-        "unpacked fetch-blob --settings {input.settings} --image {params.image:q}"
+        "{params.unpacked} fetch-blob --settings {input.settings} --image {params.image:q}"
         " --digest sha256:{wildcards.hex} 2> {log}"

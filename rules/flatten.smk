@@ -10,7 +10,8 @@ rule flatten_image:
     conda:
         "../envs/unpacked.yaml"
     params:
+        unpacked=UNPACKED,
         image=get_config_owner,
     shell:
-        "unpacked flatten --settings {input.settings} --image {params.image:q}"
+        "{params.unpacked} flatten --settings {input.settings} --image {params.image:q}"
         " --marker {output.marker} 2> {log}"

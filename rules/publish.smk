@@ -9,6 +9,8 @@ rule publish_image:
         f"{WORK}/logs/publish_image/{{name}}.log",
     conda:
         "../envs/unpacked.yaml"
+    params:
+        unpacked=UNPACKED,
     shell:
-        "unpacked publish --settings {input.settings} --image {wildcards.name:q}"
+        "{params.unpacked} publish --settings {input.settings} --image {wildcards.name:q}"
         " --marker {output.marker} 2> {log}"

@@ -8,5 +8,7 @@ rule report_unresolved:
         f"{WORK}/logs/report_unresolved.log",
     conda:
         "../envs/unpacked.yaml"
+    params:
+        unpacked=UNPACKED,
     shell:
-        "unpacked summary --settings {input.settings} --resolution-only 2> {log}"
+        "{params.unpacked} summary --settings {input.settings} --resolution-only 2> {log}"

@@ -137,7 +137,7 @@ def test_unresolvable_entry_fails_even_when_nothing_else_runs(
     assert workdir.run().returncode == 0
     workdir.configure([f"http://{registry.host}/{repo_name}/good:1", f"http://{registry.host}/{repo_name}/gone:1"])
     preview = workdir.run("-n")
-    assert "report_unresolved" in preview.stdout + preview.stderr
+    assert "rule report_unresolved:" in preview.stdout, preview.stdout
     done = workdir.run()
     assert done.returncode != 0
     assert f"{repo_name}/gone:1" in done.stdout + done.stderr
