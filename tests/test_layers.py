@@ -1,0 +1,212 @@
+"""Layer extraction and flattening on real tar layers, without a registry.
+
+Each case builds layers byte by byte, extracts them with the package's extractor (diff_id checked)
+and flattens them, then asserts on the resulting tree.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+from support import oci
+
+from unpacked.errors import LayerError
+from unpacked.extract import extract_layer, read_layer_index
+from unpacked.flatten import flatten_image
+
+CONFIG = {"architecture": "amd64", "os": "linux", "config": {"Env": ["PATH=/bin"], "Cmd": ["/bin/sh"]}}
+
+
+def build(tmp_path: Path, layers: list[bytes], compression: oci.Compression = "gzip") -> Path:
+    """Extract and flatten `layers` (uncompressed tars); return the flat tree."""
+    dirs, diff_ids = [], []
+    for number, tar in enumerate(layers):
+        blob = oci.LayerBlob.from_tar(tar, compression, "oci")
+        path = tmp_path / "blobs" / f"{number}"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(blob.data)
+        dest = tmp_path / "layers" / f"{number}"
+        extract_layer(path, blob.diff_id, dest, f"layer {number}")
+        dirs.append(dest)
+        diff_ids.append(blob.diff_id)
+    flat = tmp_path / "root" / ".flat" / "ab" / "image"
+    flatten_image(dirs, diff_ids, CONFIG, flat, "test image")
+    return flat
+
+
+def listing(flat: Path) -> set[str]:
+    skip = {".singularity.d", "singularity", "environment", ".run", ".exec", ".test", ".shell"}
+    found = set()
+    for path in flat.rglob("*"):
+        rel = path.relative_to(flat)
+        if rel.parts[0] in skip or str(rel) in ("etc/hosts", "etc/resolv.conf"):
+            continue
+        if rel.parts[0] in ("dev", "proc", "root", "var", "tmp", "sys", "home") and path.is_dir():
+            continue
+        found.add(str(rel) + ("/" if path.is_dir() and not path.is_symlink() else ""))
+    return found
+
+
+@pytest.mark.parametrize("compression", ["gzip", "zstd", "none"])
+def test_compressions_detected_by_magic_bytes(tmp_path: Path, compression: oci.Compression) -> None:
+    flat = build(tmp_path, [oci.TarLayer().add_file("etc/a", b"A").tar_bytes()], compression)
+    assert (flat / "etc/a").read_bytes() == b"A"
+
+
+def test_whiteout_deletes_lower_file_but_never_same_layer(tmp_path: Path) -> None:
+    lower = oci.TarLayer().add_file("a/x", b"lower").add_file("a/y", b"y").tar_bytes()
+    # Same layer writes a/x and whites it out, in both orders: the file of THIS layer survives.
+    upper = oci.TarLayer().add_whiteout("a/x").add_file("a/x", b"upper").add_file("a/z", b"z").add_whiteout("a/z")
+    flat = build(tmp_path, [lower, upper.tar_bytes()])
+    assert (flat / "a/x").read_bytes() == b"upper"
+    assert (flat / "a/z").read_bytes() == b"z"
+    assert (flat / "a/y").read_bytes() == b"y"
+
+
+def test_opaque_marker_hides_lower_children_wherever_it_stands(tmp_path: Path) -> None:
+    lower = oci.TarLayer().add_dir("d").add_file("d/old", b"old").add_dir("d/sub").add_file("d/sub/f", b"f")
+    upper = oci.TarLayer().add_dir("d").add_file("d/new", b"new").add_opaque("d")
+    flat = build(tmp_path, [lower.tar_bytes(), upper.tar_bytes()])
+    assert sorted(os.listdir(flat / "d")) == ["new"]
+
+
+def test_directory_and_file_replace_each_other(tmp_path: Path) -> None:
+    first = oci.TarLayer().add_dir("x").add_file("x/inner", b"i").add_file("y", b"file")
+    second = oci.TarLayer().add_file("x", b"now a file").add_dir("y").add_file("y/z", b"z")
+    flat = build(tmp_path, [first.tar_bytes(), second.tar_bytes()])
+    assert (flat / "x").read_bytes() == b"now a file"
+    assert (flat / "y/z").read_bytes() == b"z"
+
+
+def test_usrmerge_symlink_replaced_by_directory(tmp_path: Path) -> None:
+    first = oci.TarLayer().add_dir("usr").add_dir("usr/lib").add_file("usr/lib/a", b"a").add_symlink("lib", "usr/lib")
+    second = oci.TarLayer().add_dir("lib").add_file("lib/b", b"b")
+    flat = build(tmp_path, [first.tar_bytes(), second.tar_bytes()])
+    assert (flat / "lib").is_dir() and not (flat / "lib").is_symlink()
+    assert os.listdir(flat / "lib") == ["b"]
+    assert (flat / "usr/lib/a").exists()
+
+
+def test_implicit_parent_follows_lower_symlink_inside_the_image(tmp_path: Path) -> None:
+    first = oci.TarLayer().add_dir("usr").add_dir("usr/lib").add_symlink("lib", "/usr/lib")
+    second = oci.TarLayer().add_file("lib/c", b"c")  # no entry for lib itself
+    flat = build(tmp_path, [first.tar_bytes(), second.tar_bytes()])
+    assert (flat / "lib").is_symlink()
+    assert (flat / "usr/lib/c").read_bytes() == b"c"
+
+
+def test_hard_links_within_and_across_layers(tmp_path: Path) -> None:
+    first = oci.TarLayer().add_file("bin/tool", b"#!tool", mode=0o755)
+    second = oci.TarLayer().add_hardlink("bin/alias", "bin/tool").add_file("etc/f", b"f").add_hardlink("etc/g", "etc/f")
+    flat = build(tmp_path, [first.tar_bytes(), second.tar_bytes()])
+    assert (flat / "bin/alias").stat().st_ino == (flat / "bin/tool").stat().st_ino
+    assert (flat / "etc/g").stat().st_ino == (flat / "etc/f").stat().st_ino
+
+
+def test_missing_hard_link_target_is_reported(tmp_path: Path) -> None:
+    layer = oci.TarLayer().add_hardlink("a", "does/not/exist").tar_bytes()
+    with pytest.raises(LayerError, match="no such file in lower layers"):
+        build(tmp_path, [layer])
+    assert not (tmp_path / "root/.flat/ab/image").exists()
+
+
+def test_special_modes_kept_and_mode_000_extracts(tmp_path: Path) -> None:
+    layer = (
+        oci.TarLayer()
+        .add_file("bin/su", b"su", mode=0o4755)
+        .add_dir("tmp2", mode=0o1777)
+        .add_dir("secret", mode=0o000)
+        .add_file("secret/gshadow", b"g", mode=0o000)
+        .tar_bytes()
+    )
+    flat = build(tmp_path, [layer])
+    assert stat.S_IMODE((flat / "bin/su").stat().st_mode) == 0o4755
+    assert stat.S_IMODE((flat / "tmp2").stat().st_mode) == 0o1777
+    assert stat.S_IMODE((flat / "secret").stat().st_mode) == 0o000
+    os.chmod(flat / "secret", 0o700)
+    assert stat.S_IMODE((flat / "secret/gshadow").stat().st_mode) == 0o000
+
+
+def test_flat_files_share_inodes_with_the_layer_store(tmp_path: Path) -> None:
+    flat = build(tmp_path, [oci.TarLayer().add_file("etc/data", b"d" * 4096).tar_bytes()])
+    stored = tmp_path / "layers/0/rootfs/etc/data"
+    assert (flat / "etc/data").stat().st_ino == stored.stat().st_ino, "one link call per file, no copy"
+
+
+def test_layer_index_records_whiteouts_and_skipped_devices(tmp_path: Path) -> None:
+    tar = oci.TarLayer().add_whiteout("etc/x").add_opaque("var").add_device("dev/null", "c", 1, 3).tar_bytes()
+    blob = oci.LayerBlob.from_tar(tar, "gzip", "oci")
+    (tmp_path / "blob").write_bytes(blob.data)
+    extract_layer(tmp_path / "blob", blob.diff_id, tmp_path / "layer", "layer")
+    index = read_layer_index(tmp_path / "layer")
+    assert (index.whiteouts, index.opaques, index.skipped_devices) == (["etc/x"], ["var"], ["dev/null"])
+    assert not (tmp_path / "layer/rootfs/etc/.wh.x").exists()
+
+
+@pytest.mark.parametrize(
+    ("layer", "message"),
+    [
+        (oci.TarLayer().add_file("../escape", b"x"), "'..' component"),
+        (oci.TarLayer().add_file("a/../../escape", b"x"), "'..' component"),
+        (oci.TarLayer().add_file("etc/.wh.", b""), "invalid whiteout"),
+        (oci.TarLayer().add_file("etc/.wh..", b""), "invalid whiteout"),
+        (oci.TarLayer().add_symlink(".", "/tmp"), "replace the image root"),
+        (oci.TarLayer().add_hardlink("x", "../../etc/passwd"), "'..' component"),
+    ],
+)
+def test_hostile_entries_refused_and_nothing_escapes(tmp_path: Path, layer: oci.TarLayer, message: str) -> None:
+    canary = tmp_path / "canary"
+    canary.mkdir()
+    (canary / "keep").write_text("keep")
+    work = tmp_path / "work"
+    work.mkdir()
+    with pytest.raises(LayerError, match=message):
+        build(work, [layer.tar_bytes()])
+    assert sorted(os.listdir(canary)) == ["keep"] and (canary / "keep").read_text() == "keep"
+    assert not (tmp_path / "escape").exists()
+    assert not (work / "layers/0").exists(), "a refused layer leaves nothing in the store"
+
+
+def test_symlink_then_write_through_it_stays_inside(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    work = tmp_path / "work"
+    work.mkdir()
+    first = oci.TarLayer().add_symlink("evil", str(outside)).add_file("evil/planted", b"x")
+    second = oci.TarLayer().add_symlink("up", "../../../../../../..").add_file("up/tmp/planted2", b"y")
+    flat = build(work, [first.tar_bytes(), second.tar_bytes()])
+    assert os.listdir(outside) == []
+    # The write went where the link points INSIDE the image (absolute targets count from its root).
+    assert (flat / str(outside).lstrip("/") / "planted").read_bytes() == b"x"
+    assert (flat / "tmp/planted2").read_bytes() == b"y"
+
+
+def test_wrong_diff_id_refused(tmp_path: Path) -> None:
+    blob = oci.LayerBlob.from_tar(oci.TarLayer().add_file("a", b"a").tar_bytes(), "gzip", "oci")
+    (tmp_path / "blob").write_bytes(blob.data)
+    with pytest.raises(LayerError, match="config says diff_id"):
+        extract_layer(tmp_path / "blob", oci.sha256(b"other"), tmp_path / "layer", "layer 1")
+    assert not (tmp_path / "layer").exists()
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage"])
+def test_truncated_or_corrupt_stream_refused(tmp_path: Path, damage: str) -> None:
+    tar = oci.TarLayer().add_file("a", os.urandom(200_000)).tar_bytes()
+    blob = oci.LayerBlob.from_tar(tar, "gzip", "oci")
+    data = blob.data[: len(blob.data) // 2] if damage == "truncate" else blob.data + b"not gzip at all"
+    (tmp_path / "blob").write_bytes(data)
+    with pytest.raises(LayerError, match="layer 1: corrupt or truncated"):
+        extract_layer(tmp_path / "blob", blob.diff_id, tmp_path / "layer", "layer 1")
+    assert not (tmp_path / "layer").exists()
+
+
+def test_decompression_bomb_stops_at_the_limit(tmp_path: Path) -> None:
+    tar = oci.TarLayer().add_file("zeros", bytes(8 << 20)).tar_bytes()
+    blob = oci.LayerBlob.from_tar(tar, "gzip", "oci")
+    (tmp_path / "blob").write_bytes(blob.data)
+    with pytest.raises(LayerError, match="exceeds the limit"):
+        extract_layer(tmp_path / "blob", blob.diff_id, tmp_path / "layer", "layer 1", max_bytes=1 << 20)
+    assert not (tmp_path / "layer").exists()
