@@ -256,6 +256,15 @@ def test_nested_index(setup: Setup, repo_name: str) -> None:
     assert state["manifest_digest"] == amd.digest
 
 
+def test_index_nesting_limit(setup: Setup, repo_name: str) -> None:
+    item: oci.Image | oci.Index = image(repo_name)
+    for _ in range(4):  # four indexes above the image: one more than the resolver follows
+        item = oci.build_index([(item, AMD64)])
+    oci.push(setup.reg, repo_name, "deep", item)
+    failure = only_failure(setup.run(f"{setup.reg.host}/{repo_name}:deep"))
+    assert f"{repo_name}:deep" in failure["error"] and "nested more than 4 deep" in failure["error"]
+
+
 def test_single_image_platform_from_config(setup: Setup, repo_name: str) -> None:
     arm = image(repo_name, "arm64")
     oci.push(setup.reg, repo_name, "v1", arm)
