@@ -318,3 +318,18 @@ def test_moved_tag_rebuilds_that_image_alone(sync: Sync) -> None:
     record = json.loads((sync.root / ".metadata" / name / "record.json").read_text())
     assert record["config_digest"] == image.config_digest
     assert sync.jobs("-n") == []
+
+
+def test_offline_run_sends_no_request(sync: Sync) -> None:
+    requests_before = sync.registry.log.count('"GET /v2/') + sync.registry.log.count('"HEAD /v2/')
+    done = sync.run("--config", "offline=true")
+    assert parse_jobs(done.stdout + done.stderr) == []
+    requests_after = sync.registry.log.count('"GET /v2/') + sync.registry.log.count('"HEAD /v2/')
+    assert requests_after == requests_before
+    # ...while an online no-op run sends one HEAD per tag and no GET at all.
+    log_before = sync.registry.log
+    sync.run()
+    new = sync.registry.log[len(log_before) :]
+    assert new.count('"GET /v2/') == 1, "only the glob's tag list"
+    heads = new.count('"HEAD /v2/')
+    assert heads == 4, f"one HEAD per tag on this registry, got {heads}"

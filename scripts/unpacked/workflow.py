@@ -68,7 +68,10 @@ def prepare(config: dict[str, Any] | Path, main_process: bool) -> Plan:
         import yaml
 
         config = yaml.safe_load(config.read_text()) or {}
-    settings = validate_config(dict(config))
+    config = dict(config)
+    if isinstance(config.get("offline"), str):  # `--config offline=true` arrives as a string
+        config["offline"] = config["offline"].strip().lower() in ("true", "yes", "1", "on")
+    settings = validate_config(config)
     store = store_for(settings)
     write_if_changed(store.settings, (json.dumps(settings, indent=1, sort_keys=True) + "\n").encode())
     if main_process and not settings["offline"]:
