@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from unpacked.apptainer import (
     NOTHING_TO_RUN_MESSAGE,
     OCI_EVAL_LINE,

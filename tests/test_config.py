@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from unpacked.config import registry_settings, validate_config
 from unpacked.errors import ConfigError
 

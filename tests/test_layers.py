@@ -11,11 +11,12 @@ import stat
 from pathlib import Path
 
 import pytest
-from support import oci
 
 from unpacked.errors import LayerError
 from unpacked.extract import extract_layer, read_layer_index
 from unpacked.flatten import flatten_image
+
+from support import oci
 
 CONFIG = {"architecture": "amd64", "os": "linux", "config": {"Env": ["PATH=/bin"], "Cmd": ["/bin/sh"]}}
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from unpacked.errors import RecipeError
 from unpacked.recipe import load_recipe, parse_recipe
 from unpacked.reference import parse_reference

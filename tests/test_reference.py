@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from unpacked.errors import ImageReferenceError
 from unpacked.reference import ImageRef, is_glob, parse_reference, validate_digest
 

@@ -13,9 +13,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from support import oci
-from support.registry import LocalRegistry
-from support.tokenserver import TokenServer
+
 from unpacked.errors import (
     AuthError,
     DigestMismatchError,
@@ -27,6 +25,10 @@ from unpacked.errors import (
 from unpacked.manifests import OCI_MANIFEST, media_type_of, parse_manifest
 from unpacked.reference import parse_reference
 from unpacked.registry import RegistryClient, sha256_digest
+
+from support import oci
+from support.registry import LocalRegistry
+from support.tokenserver import TokenServer
 
 HELM_CONFIG = "application/vnd.cncf.helm.config.v1+json"
 

@@ -11,8 +11,7 @@ from typing import Any
 
 import pytest
 import requests
-from support import oci
-from support.registry import LocalRegistry
+
 from unpacked.config import validate_config
 from unpacked.manifests import OCI_MANIFEST
 from unpacked.recipe import Recipe, parse_recipe
@@ -20,6 +19,9 @@ from unpacked.reference import parse_reference
 from unpacked.resolve import Resolution, Resolver, load_resolution
 from unpacked.store import Store
 from unpacked.workflow import store_for
+
+from support import oci
+from support.registry import LocalRegistry
 
 AMD64 = {"os": "linux", "architecture": "amd64"}
 ARM64 = {"os": "linux", "architecture": "arm64"}

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import requests
+
 from support import oci
 from support import registry as registry_module
 from support.registry import LocalRegistry, require_binary

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
 from support import oci
 from support.registry import LocalRegistry
 from support.tokenserver import TokenServer

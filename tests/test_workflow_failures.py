@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from support import oci
 from support.registry import LocalRegistry
 from support.tokenserver import TokenServer
