@@ -1,7 +1,7 @@
 rule extract_layer:
     input:
         settings=ancient(SETTINGS),
-        blob=ancient(f"{WORK}/blobs/sha256/{{hex}}"),
+        blob=f"{WORK}/blobs/sha256/{{hex}}",
     output:
         index=f"{WORK}/layers/{{xx}}/{{hex}}/layer.json",
     log:

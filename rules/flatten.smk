@@ -1,8 +1,8 @@
 rule flatten_image:
     input:
         settings=ancient(SETTINGS),
-        layers=ancient(get_layers_of_flat),
-        config=ancient(get_config_blob),
+        layers=get_layers_of_flat,
+        config=get_config_blob,
     output:
         marker=f"{WORK}/flats/{{hex}}.json",
     log:

@@ -2,7 +2,7 @@ rule publish_image:
     input:
         settings=ancient(SETTINGS),
         state=get_state_file,
-        flat=ancient(get_flat_marker),
+        flat=get_flat_marker,
     output:
         marker=f"{WORK}/published/{{name}}.json",
     log:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import base64
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -201,3 +203,42 @@ def test_wrong_password_is_reported_without_the_secret(tmp_path: Path, repo_name
         assert "wrong-password-123" not in output
         leaked = [p for p in (tmp_path / "run").rglob("*") if p.is_file() and b"wrong-password-123" in p.read_bytes()]
         assert leaked == []
+
+
+def test_kill_9_during_extraction_then_rerun_completes(
+    workdir: Workdir, registry: LocalRegistry, repo_name: str
+) -> None:
+    # A layer large enough that extraction is still running when we kill the whole workflow.
+    big = oci.TarLayer()
+    for number in range(40):
+        big.add_file(f"data/blob{number}", os.urandom(2 << 20))
+    oci.push(registry, f"{repo_name}/big", "1", oci.build_image([big.tar_bytes()]))
+    workdir.configure([f"http://{registry.host}/{repo_name}/big:1"])
+    command = [
+        str(SNAKEMAKE), "--snakefile", str(REPO / "Snakefile"), "--workflow-profile", str(REPO / "profiles/default"),
+        "--directory", str(workdir.directory), "--cores", "2",
+    ]  # fmt: skip
+    process = subprocess.Popen(
+        command, env=workdir.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    layers = workdir.directory / "work" / "layers"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        if any(".tmp-" in p.name for p in layers.glob("*/*")):
+            break  # extraction is under way
+        time.sleep(0.005)
+    assert process.poll() is None, "the run ended before extraction could be interrupted"
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    time.sleep(0.5)  # let the killed job's children go
+    assert not (workdir.root / registry.host / repo_name / "big:1").exists()
+    assert not [p for p in tree(workdir.root) if ".tmp-" in p], "nothing half-written under the root"
+
+    # What the README tells operators to do after a kill -9: unlock, then run again.
+    assert workdir.run("--unlock").returncode == 0
+    done = workdir.run()
+    assert done.returncode == 0, done.stdout + done.stderr
+    flat = workdir.root / registry.host / repo_name / "big:1"
+    assert len(list((flat / "data").iterdir())) == 40
+    assert workdir.run("-n").stdout.count("rule ") == 0, "nothing left to do"
+    assert not [p for p in tree(workdir.root) + tree(layers) if ".tmp-" in p]

@@ -24,7 +24,7 @@ from typing import BinaryIO
 
 from .compression import HashingReader, open_decompressed
 from .errors import LayerError
-from .fsutil import remove_tree, replace_dir
+from .fsutil import fresh_staging, remove_tree, replace_dir
 from .paths import clean_entry_name, resolve_parent
 
 log = logging.getLogger(__name__)
@@ -201,10 +201,7 @@ def extract_layer(
     blob: Path, diff_id: str, dest: Path, what: str, max_bytes: int = DEFAULT_MAX_LAYER_BYTES
 ) -> LayerIndex:
     """Extract `blob` into `dest` (rootfs/ + layer.json), verifying its uncompressed digest."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    staging = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
-    remove_tree(staging)
-    os.mkdir(staging, 0o700)
+    staging = fresh_staging(dest)
     started = time.monotonic()
     try:
         os.mkdir(staging / "rootfs", 0o755)

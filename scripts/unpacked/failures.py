@@ -45,6 +45,12 @@ def collect(store: Store, recipe: Recipe, resolution_only: bool = False) -> list
     found = list(resolution.failures)
     if resolution_only:
         return found
+    recorded = {name for path in failures_dir(store).glob("*.json") for name in json.loads(path.read_text())["images"]}
+    for name, state in sorted(resolution.images.items()):
+        # An image whose job never ran (e.g. an interrupted run) is not in sync either.
+        if name not in recorded and not store.published_marker(name).exists():
+            ignored = recipe.is_ignored(parse_reference(state["reference"]))
+            found.append({"reference": state["reference"], "error": "not published yet", "ignored": ignored})
     for path in sorted(failures_dir(store).glob("*.json")):
         record = json.loads(path.read_text())
         for name in record["images"]:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from .errors import LayerError
 from .extract import IS_ROOT, LayerIndex, read_layer_index
-from .fsutil import remove_tree, replace_dir
+from .fsutil import fresh_staging, remove_tree, replace_dir
 from .paths import resolve_in_root, resolve_parent
 
 log = logging.getLogger(__name__)
@@ -155,10 +155,7 @@ def flatten_image(layer_dirs: list[Path], diff_ids: list[str], image_config: dic
 
     if len(layer_dirs) != len(diff_ids):
         raise LayerError(f"{what}: {len(layer_dirs)} layers for {len(diff_ids)} diff_ids")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    staging = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
-    remove_tree(staging)
-    os.mkdir(staging, 0o700)  # private while it is built
+    staging = fresh_staging(dest)  # private while it is built
     started = time.monotonic()
     try:
         flattener = _Flattener(str(staging), what)

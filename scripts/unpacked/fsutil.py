@@ -80,3 +80,17 @@ def replace_dir(staging: Path, final: Path) -> None:
         remove_tree(aside)
     else:
         os.rename(staging, final)
+
+
+def fresh_staging(dest: Path) -> Path:
+    """A new private directory to build `dest` in, next to it; leftovers of killed builds are removed.
+
+    Only one job builds a given digest at a time (Snakemake locks outputs), so any older staging
+    directory of the same `dest` belongs to a build that was interrupted.
+    """
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    for stale in dest.parent.glob(f".{dest.name}.tmp-*"):
+        remove_tree(stale)
+    staging = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
+    os.mkdir(staging, 0o700)
+    return staging

@@ -48,9 +48,9 @@ def swap_symlink(link: Path, target: str) -> bool:
     link.parent.mkdir(parents=True, exist_ok=True)
     if link.is_dir() and not link.is_symlink():
         raise PublishError(f"{link} is a real directory, not a link we published; remove it by hand")
+    for stale in link.parent.glob(f".{link.name}.link-*"):  # left by a killed publish job
+        stale.unlink()
     tmp = link.with_name(f".{link.name}.link-{os.getpid()}")
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(tmp)
     os.symlink(target, tmp)
     os.replace(tmp, link)
     return True

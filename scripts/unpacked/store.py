@@ -47,8 +47,9 @@ class Store:
     def settings(self) -> Path:
         return self.work / "state" / "settings.json"
 
-    def failure(self, name: str) -> Path:
-        return self.work / "failures" / f"{name}.json"
+    def published_marker(self, name: str) -> Path:
+        """Written by the publish job once `name` points at its current image."""
+        return self.work / "published" / f"{name}.json"
 
     def flat(self, config_digest: str) -> Path:
         hexd = digest_hex(config_digest)

@@ -62,6 +62,17 @@ class Plan:
         return digest_hex(self.resolution.images[name]["config_digest"])
 
 
+def show_progress() -> None:
+    """Print this package's INFO messages during parsing (Snakemake configures no handler for them)."""
+    logger = logging.getLogger("unpacked")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("unpacked: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+
+
 def prepare(config: dict[str, Any] | Path, main_process: bool) -> Plan:
     """Validate the config and resolve the recipe (main process, online) or load the last resolution."""
     if isinstance(config, Path):
@@ -75,6 +86,7 @@ def prepare(config: dict[str, Any] | Path, main_process: bool) -> Plan:
     store = store_for(settings)
     write_if_changed(store.settings, (json.dumps(settings, indent=1, sort_keys=True) + "\n").encode())
     if main_process and not settings["offline"]:
+        show_progress()
         clear_job_failures(store)
         recipe = load_recipe(Path(settings["recipe"]))
         resolution = Resolver(settings, store).run(recipe)
