@@ -9,18 +9,15 @@ to the root happened inside exactly one transaction.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from support import oci
 from support.registry import LocalRegistry
+from support.workflow import run_workflow
 
-REPO = Path(__file__).resolve().parents[1]
-SNAKEMAKE = Path(sys.executable).with_name("snakemake")
 pytestmark = pytest.mark.workflow
 
 
@@ -35,12 +32,7 @@ def fake_cvmfs_hooks(state: Path) -> dict[str, str]:
 
 
 def run(directory: Path) -> subprocess.CompletedProcess[str]:
-    command = [
-        str(SNAKEMAKE), "--snakefile", str(REPO / "Snakefile"), "--workflow-profile", str(REPO / "profiles/default"),
-        "--directory", str(directory), "--cores", "2",
-    ]  # fmt: skip
-    env = dict(os.environ, PATH=f"{SNAKEMAKE.parent}:{os.environ['PATH']}")
-    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=600, check=False)
+    return run_workflow(directory)
 
 
 def configure(directory: Path, registry: LocalRegistry, images: list[str], publisher: dict[str, str]) -> None:

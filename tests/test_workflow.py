@@ -14,7 +14,6 @@ import json
 import os
 import re
 import subprocess
-import sys
 import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,9 +25,8 @@ from support import oci
 from support.registry import LocalRegistry
 from support.tokenserver import TokenServer
 from support.umoci_images import make_busybox_rootfs
+from support.workflow import run_workflow, workflow_env
 
-REPO = Path(__file__).resolve().parents[1]
-SNAKEMAKE = Path(sys.executable).with_name("snakemake")
 pytestmark = pytest.mark.workflow
 
 
@@ -56,19 +54,7 @@ class Sync:
         return self.directory / "output"
 
     def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        command = [
-            str(SNAKEMAKE),
-            "--snakefile",
-            str(REPO / "Snakefile"),
-            "--workflow-profile",
-            str(REPO / "profiles" / "default"),
-            "--directory",
-            str(self.directory),
-            "--cores",
-            "2",
-            *args,
-        ]
-        done = subprocess.run(command, capture_output=True, text=True, env=self.env, timeout=600, check=False)
+        done = run_workflow(self.directory, *args, env=self.env)
         if check and done.returncode != 0:
             raise AssertionError(f"snakemake failed ({done.returncode}):\n{done.stdout}\n{done.stderr[-6000:]}")
         return done
@@ -185,7 +171,7 @@ def sync(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sync]:
         docker_config.mkdir()
         auth = base64.b64encode(b"alice:s3cret-pass").decode()
         (docker_config / "config.json").write_text(json.dumps({"auths": {private.host: {"auth": auth}}}))
-        env = dict(os.environ, DOCKER_CONFIG=str(docker_config), PATH=f"{SNAKEMAKE.parent}:{os.environ['PATH']}")
+        env = workflow_env(DOCKER_CONFIG=str(docker_config))
         sync = Sync(directory, registry, private, rootfs_layer(busybox), env)
         build_images(sync, busybox)
         recipe = {

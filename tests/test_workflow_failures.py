@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,9 +16,8 @@ import pytest
 from support import oci
 from support.registry import LocalRegistry
 from support.tokenserver import TokenServer
+from support.workflow import run_workflow, snakemake_command, workflow_env
 
-REPO = Path(__file__).resolve().parents[1]
-SNAKEMAKE = Path(sys.executable).with_name("snakemake")
 pytestmark = pytest.mark.workflow
 
 
@@ -40,7 +38,7 @@ class Workdir:
         self.directory = directory
         self.registries = registries
         (directory / "config").mkdir(parents=True, exist_ok=True)
-        self.env = dict(os.environ, PATH=f"{SNAKEMAKE.parent}:{os.environ['PATH']}")
+        self.env = workflow_env()
 
     @property
     def root(self) -> Path:
@@ -58,19 +56,7 @@ class Workdir:
         (self.directory / "config" / "config.yaml").write_text(json.dumps(settings))
 
     def run(self, *args: str) -> subprocess.CompletedProcess[str]:
-        command = [
-            str(SNAKEMAKE),
-            "--snakefile",
-            str(REPO / "Snakefile"),
-            "--workflow-profile",
-            str(REPO / "profiles" / "default"),
-            "--directory",
-            str(self.directory),
-            "--cores",
-            "2",
-            *args,
-        ]
-        return subprocess.run(command, capture_output=True, text=True, env=self.env, timeout=600, check=False)
+        return run_workflow(self.directory, *args, env=self.env)
 
 
 @pytest.fixture
@@ -214,12 +200,12 @@ def test_kill_9_during_extraction_then_rerun_completes(
         big.add_file(f"data/blob{number}", os.urandom(2 << 20))
     oci.push(registry, f"{repo_name}/big", "1", oci.build_image([big.tar_bytes()]))
     workdir.configure([f"http://{registry.host}/{repo_name}/big:1"])
-    command = [
-        str(SNAKEMAKE), "--snakefile", str(REPO / "Snakefile"), "--workflow-profile", str(REPO / "profiles/default"),
-        "--directory", str(workdir.directory), "--cores", "2",
-    ]  # fmt: skip
     process = subprocess.Popen(
-        command, env=workdir.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        snakemake_command(workdir.directory),
+        env=workdir.env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     layers = workdir.directory / "work" / "layers"
     deadline = time.monotonic() + 120
