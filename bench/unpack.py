@@ -1,0 +1,142 @@
+"""Benchmark: one image from a loopback registry to an unpacked tree, ours against references.
+
+    .venv/bin/python bench/unpack.py [--files 20000] [--rounds 3]
+
+Builds a synthetic image (seeded random files in two gzip layers, the second deleting and replacing
+some of the first), pushes it to a real `docker-registry` on 127.0.0.1, then times, alternating the
+variants round by round in fresh directories (never deleting the previous output right before a run;
+see docs/benchmarks.md for the traps on this machine kind):
+
+- ours:        `unpacked` fetch-blob + extract-layer per layer, then flatten (the workflow's jobs)
+- skopeo+umoci: `skopeo copy docker://... oci:...` then `umoci raw unpack`
+- curl+tar:    per layer `curl | gzip -dc | tar -x` (no whiteout handling: a lower bound)
+
+and a second image sharing the first layer, which for us costs only its new layer plus one link per
+file (the first layer is already extracted). Prints medians, peak memory and ratios to ours.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from support import oci
+from support.registry import LocalRegistry
+
+
+def synthetic_layers(files: int, seed: int = 1) -> tuple[bytes, bytes, bytes]:
+    """A base layer of `files` files in 100-file directories, an update layer, another top layer."""
+    rng = random.Random(seed)
+    base = oci.TarLayer()
+    for number in range(files):
+        directory = f"data/d{number // 100}"
+        if number % 100 == 0:
+            base.add_dir(directory)
+        size = rng.choice((200, 1500, 6000, 30000))
+        base.add_file(f"{directory}/f{number}", rng.randbytes(size // 2) + bytes(size // 2), mode=0o644)
+    update = oci.TarLayer()
+    for number in range(0, files, 10):
+        update.add_whiteout(f"data/d{number // 100}/f{number}")
+    update.add_file("etc/version", b"2\n")
+    other = oci.TarLayer().add_file("etc/other", b"another image\n")
+    return base.tar_bytes(), update.tar_bytes(), other.tar_bytes()
+
+
+def timed(command: list[str], cwd: Path | None = None) -> tuple[float, int]:
+    """Wall seconds and peak RSS (KB) of one command."""
+    started = time.monotonic()
+    done = subprocess.run(["/usr/bin/time", "-f", "%M", *command], cwd=cwd, capture_output=True, text=True)
+    elapsed = time.monotonic() - started
+    if done.returncode != 0:
+        raise SystemExit(f"{command[0]} failed: {done.stderr[-2000:]}")
+    return elapsed, int(done.stderr.strip().splitlines()[-1])
+
+
+OURS = r"""
+import json, sys
+from pathlib import Path
+from unpacked.config import validate_config
+from unpacked.extract import extract_layer
+from unpacked.flatten import flatten_image
+from unpacked.reference import parse_reference
+from unpacked.registry import RegistryClient
+
+ref, work, manifest = sys.argv[1], Path(sys.argv[2]), json.loads(sys.argv[3])
+image = parse_reference(ref)
+settings = validate_config({"registries": {image.registry: {"insecure": True}}})
+client = RegistryClient(image, settings)
+dirs = []
+for layer, diff_id in zip(manifest["layers"], manifest["diff_ids"]):
+    hexd = layer.split(":")[1]
+    blob, dest = work / "blobs" / hexd, work / "layers" / hexd
+    if not dest.exists():  # content-addressed: a layer already extracted costs nothing
+        if not blob.exists():
+            client.download_blob(image.api_repository, layer, blob)
+        extract_layer(blob, diff_id, dest, layer)
+    dirs.append(dest)
+flatten_image(dirs, manifest["diff_ids"], manifest["config"], work / "flat" / sys.argv[4], ref)
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--files", type=int, default=20000)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+
+    base, update, other = synthetic_layers(args.files)
+    first = oci.build_image([base, update])
+    second = oci.build_image([base, other])
+    results: dict[str, list[tuple[float, int]]] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-unpack-") as tmp, LocalRegistry(workdir=Path(tmp) / "reg") as reg:
+        top = Path(tmp)
+        oci.push(reg, "bench/image", "1", first)
+        oci.push(reg, "bench/image", "2", second)
+        python = sys.executable
+        for round_number in range(args.rounds):
+            run = top / f"round{round_number}"
+            run.mkdir()
+            for variant in ("ours", "skopeo+umoci", "curl+tar"):
+                out = run / variant
+                out.mkdir()
+                if variant == "ours":
+                    meta = {"layers": [b.digest for b in first.layers], "diff_ids": first.diff_ids,
+                            "config": json.loads(first.config)}  # fmt: skip
+                    command = [python, "-c", OURS, f"http://{reg.host}/bench/image:1", str(out), json.dumps(meta), "a"]
+                    results.setdefault(variant, []).append(timed(command))
+                    meta2 = {"layers": [b.digest for b in second.layers], "diff_ids": second.diff_ids,
+                             "config": json.loads(second.config)}  # fmt: skip
+                    command = [python, "-c", OURS, f"http://{reg.host}/bench/image:2", str(out), json.dumps(meta2), "b"]
+                    results.setdefault("ours, 2nd image sharing a layer", []).append(timed(command))
+                elif variant == "skopeo+umoci":
+                    script = (
+                        f"skopeo copy -q --src-tls-verify=false docker://{reg.host}/bench/image:1 oci:{out}/layout:1"
+                        f" && umoci raw unpack --rootless --image {out}/layout:1 {out}/rootfs"
+                    )
+                    results.setdefault(variant, []).append(timed(["sh", "-c", script]))
+                else:
+                    pipes = " && ".join(
+                        f"curl -s http://{reg.host}/v2/bench/image/blobs/{b.digest} | gzip -dc | tar -x -C {out}"
+                        for b in first.layers
+                    )
+                    results.setdefault(variant, []).append(timed(["sh", "-c", pipes]))
+        ours = statistics.median(t for t, _ in results["ours"])
+        print(f"{args.files} files, {len(base) / 1e6:.0f} MB uncompressed base layer, {args.rounds} rounds")
+        print(f"{'variant':34} {'median s':>9} {'peak MB':>8} {'time / ours':>12}")
+        for variant, runs in results.items():
+            median = statistics.median(t for t, _ in runs)
+            peak = max(m for _, m in runs) / 1024
+            print(f"{variant:34} {median:9.2f} {peak:8.0f} {median / ours:12.2f}")
+
+
+if __name__ == "__main__":
+    main()
