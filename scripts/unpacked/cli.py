@@ -99,16 +99,22 @@ def cmd_publish(args: argparse.Namespace) -> None:
 def cmd_resolve(args: argparse.Namespace) -> None:
     from .workflow import prepare
 
-    resolution = prepare(args.config, main_process=True)
+    resolution = prepare(args.config, main_process=True).resolution
     print(f"{len(resolution.images)} image(s) resolved, {len(resolution.failures)} failure(s)")
 
 
 def cmd_summary(args: argparse.Namespace) -> None:
-    from .failures import collect, summary_text
+    from .failures import collect, notices_text, summary_text
     from .recipe import load_recipe
+    from .resolve import load_resolution
 
     settings = _settings(args.settings)
-    found = collect(_store(settings), load_recipe(Path(settings["recipe"])), args.resolution_only)
+    store = _store(settings)
+    found = collect(store, load_recipe(Path(settings["recipe"])), args.resolution_only)
+    if not args.resolution_only:
+        notes = notices_text(load_resolution(store).notices)
+        if notes:
+            print(notes, file=sys.stderr)
     if not found:
         print("unpacked: all images in sync")
         return

@@ -69,3 +69,20 @@ def summary_text(found: list[dict[str, Any]]) -> str:
         mark = " (ignored: matches ignoreErrors)" if failure["ignored"] else ""
         lines.append(f"  {failure['reference']}{mark}\n      {failure['error']}")
     return "\n".join(lines)
+
+
+# A tag that lacks some wanted platforms is reported, not failed; long lists are cut in the summary
+# (the whole list is in <work>/state/resolved.json).
+NOTICES_SHOWN = 20
+
+
+def notices_text(notices: list[dict[str, Any]]) -> str:
+    """The end-of-run note on tags that lack some of the wanted platforms ("" if none)."""
+    if not notices:
+        return ""
+    lines = [f"{len(notices)} image(s) lack some wanted platform(s) (published for the others):"]
+    for notice in notices[:NOTICES_SHOWN]:
+        lines.append(f"  {notice['reference']}: no {', '.join(notice['missing_platforms'])}")
+    if len(notices) > NOTICES_SHOWN:
+        lines.append(f"  ... and {len(notices) - NOTICES_SHOWN} more (see state/resolved.json)")
+    return "\n".join(lines)

@@ -115,7 +115,11 @@ def platform_matches(entry: dict[str, Any] | None, wanted: dict[str, str]) -> bo
         return False
     if entry.get("os") != wanted["os"] or entry.get("architecture") != wanted["architecture"]:
         return False
-    return "variant" not in wanted or entry.get("variant") == wanted["variant"]
+    if "variant" not in wanted:
+        return True
+    # An arm64 entry without a variant is v8 (the OCI image-index spec's normalisation).
+    variant = entry.get("variant") or ("v8" if entry.get("architecture") == "arm64" else None)
+    return variant == wanted["variant"]
 
 
 def choose_platform(entries: list[Descriptor], platforms: list[str], what: str) -> tuple[Descriptor, str]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import logging
+import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -23,6 +24,8 @@ from .manifests import (
     media_type_of,
     parse_index,
     parse_manifest,
+    parse_platform,
+    platform_matches,
 )
 from .recipe import Recipe
 from .reference import TAG_RE, ImageRef
@@ -32,12 +35,32 @@ from .store import Store
 log = logging.getLogger(__name__)
 # Nested indexes deeper than this are refused (a loop or a hostile index).
 MAX_INDEX_DEPTH = 4
+# DUCC's directory of per-architecture links: <root>/.multiarch/<arch>[:<variant>]/<registry>/<repo>:<tag>.
+MULTIARCH_DIR = ".multiarch"
+PLATFORM_KEYS = ("os", "architecture", "variant")
+# Architecture and variant come from the registry and become a directory name: keep them plain.
+_ARCH_PART = re.compile(r"^[A-Za-z0-9_]{1,32}$")
+
+
+class PlatformMissing(UnsupportedImageError):
+    """An index has no image for one wanted platform (others may still be there)."""
+
+
+def arch_directory(platform: dict[str, Any], what: str) -> str:
+    """DUCC's directory name for a platform: `amd64`, `arm64:v8` (the OS is not part of it)."""
+    parts = [platform.get("architecture"), platform.get("variant")]
+    parts = [p for p in parts if p]
+    if not parts or not all(isinstance(p, str) and _ARCH_PART.match(p) for p in parts):
+        raise UnsupportedImageError(f"{what}: platform {platform!r} cannot name a .multiarch directory")
+    return ":".join(parts)
 
 
 @dataclass
 class Resolution:
     images: dict[str, dict[str, Any]] = field(default_factory=dict)  # published name -> state
     failures: list[dict[str, Any]] = field(default_factory=list)  # {reference, error, ignored}
+    # Not failures: tags that lack some of the wanted platforms, {reference, missing_platforms}.
+    notices: list[dict[str, Any]] = field(default_factory=list)
 
 
 class Resolver:
@@ -82,8 +105,11 @@ class Resolver:
             raise UnpackedError(f"{ref}: the tag pattern {ref.tag!r} matches none of the {len(tags)} tags")
         return [ref.with_tag(tag) for tag in matched]
 
-    def resolve_one(self, ref: ImageRef) -> dict[str, Any]:
-        """The state of one concrete reference; only a HEAD if its digest is known."""
+    def resolve_one(self, ref: ImageRef) -> list[dict[str, Any]]:
+        """The states of one concrete reference: its main image first, then its `.multiarch` links.
+
+        Only a HEAD if the tag's digest is known and unchanged.
+        """
         name = ref.published_name
         old = _read_json(self.store.state(name))
         if ref.digest:
@@ -92,39 +118,113 @@ class Resolver:
             source_digest = self.client(ref).head_manifest(ref.api_repository, ref.manifest_reference)
         platforms = self.config["platforms"]
         if old and old.get("source_digest") == source_digest and old.get("platforms") == platforms:
-            return old
+            variants = [_read_json(self.store.state(n)) for n in old.get("multiarch", [])]
+            if all(v and v.get("source_digest") == source_digest for v in variants):
+                return [old, *variants]  # type: ignore[list-item]
         what = f"{ref}"
-        digest, chosen_platform = source_digest, None
+        data = self._document(ref, source_digest, fetch_manifest=True)
+        media = media_type_of(data, "", f"{what}: manifest {source_digest}")
+        # (configured platform or None, manifest digest, manifest bytes, index entry platform or None)
+        found: list[tuple[str | None, str, bytes, dict[str, Any] | None]] = []
+        if media in INDEX_TYPES:
+            missing_errors: list[PlatformMissing] = []
+            for text in platforms:
+                try:
+                    found.append((text, *self._follow_index(ref, source_digest, data, text)))
+                except PlatformMissing as err:
+                    missing_errors.append(err)
+            if not found:
+                # The usual message names every wanted platform and what the index offers.
+                choose_platform(parse_index(data, what), platforms, f"{what}: index {source_digest}")
+                raise missing_errors[0]
+        else:
+            found.append((None, source_digest, data, None))
+
+        images: dict[str, dict[str, Any]] = {}  # manifest digest -> image part of the state
+        for _text, digest, manifest_data, _entry in found:
+            if digest not in images:
+                images[digest] = self._image(ref, digest, manifest_data)
+        main_text, main_digest, _, _ = found[0]
+        main = self._state(ref, name, source_digest, images[main_digest], main_text, platforms)
+        if len(platforms) < 2:
+            return [main]
+
+        # Several platforms: DUCC's `.multiarch/<arch>[:<variant>]/<registry>/<repository>:<tag>` links.
+        variants: dict[str, dict[str, Any]] = {}
+        covered: set[str] = set()
+        for text, digest, _, entry in found:
+            image = images[digest]
+            offered = entry if entry is not None else image["config_platform"]
+            matched = [text] if text else [t for t in platforms if platform_matches(offered, parse_platform(t))]
+            if not matched:
+                continue  # a single-platform image of a platform nobody asked for: main link only
+            covered.update(matched)
+            directory = arch_directory(offered, what)
+            variant_name = f"{MULTIARCH_DIR}/{directory}/{name}"
+            if variant_name not in variants:
+                variants[variant_name] = self._state(
+                    ref, variant_name, source_digest, image, text or matched[0], platforms
+                )
+        main["multiarch"] = sorted(variants)
+        main["missing_platforms"] = [t for t in platforms if t not in covered]
+        return [main, *(variants[n] for n in sorted(variants))]
+
+    def _follow_index(
+        self, ref: ImageRef, digest: str, data: bytes, platform: str
+    ) -> tuple[str, bytes, dict[str, Any] | None]:
+        """The image an index holds for one platform (nested indexes followed): digest, bytes, entry."""
+        what = f"{ref}"
+        entry_platform = None
         for _depth in range(MAX_INDEX_DEPTH):
-            data = self._document(ref, digest, fetch_manifest=True)
             media = media_type_of(data, "", f"{what}: manifest {digest}")
             if media not in INDEX_TYPES:
-                break
-            entry, chosen_platform = choose_platform(parse_index(data, what), platforms, f"{what}: index {digest}")
-            digest = entry.digest
-        else:
-            raise UnsupportedImageError(f"{what}: indexes nested more than {MAX_INDEX_DEPTH} deep")
+                return digest, data, entry_platform
+            try:
+                entry, _ = choose_platform(parse_index(data, what), [platform], f"{what}: index {digest}")
+            except UnsupportedImageError as err:
+                raise PlatformMissing(str(err)) from None
+            digest, entry_platform = entry.digest, entry.platform
+            data = self._document(ref, digest, fetch_manifest=True)
+        raise UnsupportedImageError(f"{what}: indexes nested more than {MAX_INDEX_DEPTH} deep")
+
+    def _image(self, ref: ImageRef, digest: str, data: bytes) -> dict[str, Any]:
+        """Manifest, config and layers of one image manifest."""
+        what = f"{ref}"
         manifest = parse_manifest(data, f"{what}: manifest {digest}")
         config_bytes = self._document(ref, manifest.config.digest, fetch_manifest=False)
         image_config = check_image_config(config_bytes, len(manifest.layers), f"{what}: config")
-        platform = chosen_platform or "/".join(
-            str(image_config.get(k)) for k in ("os", "architecture", "variant") if image_config.get(k)
-        )
         diff_ids = image_config["rootfs"]["diff_ids"]
+        return {
+            "manifest_digest": digest,
+            "config_digest": manifest.config.digest,
+            "config_platform": {k: image_config[k] for k in PLATFORM_KEYS if isinstance(image_config.get(k), str)},
+            "layers": [
+                {"digest": layer.digest, "diff_id": diff_id, "media_type": layer.media_type, "size": layer.size}
+                for layer, diff_id in zip(manifest.layers, diff_ids, strict=True)
+            ],
+        }
+
+    @staticmethod
+    def _state(
+        ref: ImageRef,
+        name: str,
+        source_digest: str,
+        image: dict[str, Any],
+        platform: str | None,
+        platforms: list[str],
+    ) -> dict[str, Any]:
+        config_platform = image["config_platform"]
         return {
             "reference": str(ref),
             "name": name,
             "registry": ref.registry,
             "repository": ref.api_repository,
             "source_digest": source_digest,
-            "manifest_digest": digest,
-            "config_digest": manifest.config.digest,
-            "platform": platform,
+            "manifest_digest": image["manifest_digest"],
+            "config_digest": image["config_digest"],
+            "platform": platform or "/".join(config_platform[k] for k in PLATFORM_KEYS if config_platform.get(k)),
             "platforms": platforms,
-            "layers": [
-                {"digest": layer.digest, "diff_id": diff_id, "media_type": layer.media_type, "size": layer.size}
-                for layer, diff_id in zip(manifest.layers, diff_ids, strict=True)
-            ],
+            "layers": image["layers"],
         }
 
     def run(self, recipe: Recipe) -> Resolution:
@@ -148,15 +248,23 @@ class Resolver:
             states = {ref: pool.submit(self.resolve_one, ref) for ref in unique}
             for ref, future in states.items():
                 try:
-                    state = future.result()
+                    resolved = future.result()
                 except UnpackedError as err:
                     failed(ref, err)
                     continue
-                result.images[ref.published_name] = state
+                for state in resolved:
+                    result.images[state["name"]] = state
+                if resolved[0].get("missing_platforms"):
+                    missing = resolved[0]["missing_platforms"]
+                    log.warning("%s: no image for platform(s) %s (not fatal)", ref, ", ".join(missing))
+                    result.notices.append({"reference": str(ref), "missing_platforms": missing})
         for name, state in result.images.items():
             if write_if_changed(self.store.state(name), _dump(state)):
                 log.info("%s: changed upstream (manifest %s)", state["reference"], state["manifest_digest"])
-        write_if_changed(self.store.resolved, _dump({"images": sorted(result.images), "failures": result.failures}))
+        index: dict[str, Any] = {"images": sorted(result.images), "failures": result.failures}
+        if result.notices:
+            index["notices"] = result.notices
+        write_if_changed(self.store.resolved, _dump(index))
         return result
 
 
@@ -170,7 +278,7 @@ def load_resolution(store: Store) -> Resolution:
         state = _read_json(store.state(name))
         if state is not None:
             images[name] = state
-    return Resolution(images=images, failures=index.get("failures", []))
+    return Resolution(images=images, failures=index.get("failures", []), notices=index.get("notices", []))
 
 
 def _dump(document: dict[str, Any]) -> bytes:

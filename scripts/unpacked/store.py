@@ -7,6 +7,8 @@
 <root>/.flat/<hex[:2]>/<hex>/         a flattened image, named by its config digest
 <root>/<registry>/<repository>:<tag>  relative symlink to the flat image
 <root>/.metadata/<name>/              manifest.json, config.json, record.json
+<root>/.multiarch/<arch>[:<variant>]/<registry>/<repository>:<tag>   per-platform links, published under
+                                      the name `.multiarch/<arch>/<registry>/...` (several platforms)
 """
 
 from __future__ import annotations
