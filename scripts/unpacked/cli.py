@@ -46,8 +46,8 @@ def _state(store: Store, name: str) -> dict[str, Any]:
 
 
 def cmd_fetch_blob(args: argparse.Namespace) -> None:
+    from .mirrors import make_client
     from .reference import parse_reference
-    from .registry import RegistryClient
 
     settings = _settings(args.settings)
     store = _store(settings)
@@ -55,7 +55,7 @@ def cmd_fetch_blob(args: argparse.Namespace) -> None:
     dest = store.blob(args.digest)
     if dest.exists():
         return
-    client = RegistryClient(parse_reference(state["reference"]), settings)
+    client = make_client(parse_reference(state["reference"]), settings)
     client.download_blob(state["repository"], args.digest, dest)
     log.info("%s: fetched blob %s from %s", state["reference"], args.digest, state["registry"])
 

@@ -27,6 +27,7 @@ from .manifests import (
     parse_platform,
     platform_matches,
 )
+from .mirrors import MirroredClient, make_client
 from .recipe import Recipe
 from .reference import TAG_RE, ImageRef
 from .registry import RegistryClient, sha256_digest
@@ -67,13 +68,13 @@ class Resolver:
     def __init__(self, config: dict[str, Any], store: Store) -> None:
         self.config = config
         self.store = store
-        self._clients: dict[str, RegistryClient] = {}
+        self._clients: dict[str, RegistryClient | MirroredClient] = {}
         self._lock = threading.Lock()
 
-    def client(self, ref: ImageRef) -> RegistryClient:
+    def client(self, ref: ImageRef) -> RegistryClient | MirroredClient:
         with self._lock:
             if ref.registry not in self._clients:
-                self._clients[ref.registry] = RegistryClient(ref, self.config)
+                self._clients[ref.registry] = make_client(ref, self.config)
             return self._clients[ref.registry]
 
     def _document(self, ref: ImageRef, digest: str, fetch_manifest: bool) -> bytes:
