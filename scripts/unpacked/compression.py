@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import io
+import queue
+import threading
 from typing import BinaryIO
 
 import zstandard
@@ -41,10 +43,16 @@ def open_decompressed(raw: BinaryIO) -> tuple[BinaryIO, str]:
 
 
 class HashingReader(io.RawIOBase):
-    """A read-only stream that hashes (sha256) and counts what passes through it.
+    """A read-only stream of the decompressed bytes, hashed (sha256) and counted on the way.
 
-    `limit` bounds the uncompressed size, so a decompression bomb fails instead of filling the disk.
+    Decompression and hashing run in a background thread (both release the GIL), a few chunks ahead
+    of the reader, so they overlap with tar parsing and file creation in the caller. Memory stays
+    bounded: at most `AHEAD` chunks are in flight. `limit` bounds the uncompressed size, so a
+    decompression bomb fails instead of filling the disk.
     """
+
+    CHUNK = 1 << 20
+    AHEAD = 4
 
     def __init__(self, inner: BinaryIO, limit: int, what: str) -> None:
         self.inner = inner
@@ -52,28 +60,73 @@ class HashingReader(io.RawIOBase):
         self.count = 0
         self.limit = limit
         self.what = what
+        self._queue: queue.Queue[bytes | BaseException | None] = queue.Queue(self.AHEAD)
+        self._stop = threading.Event()
+        self._current = memoryview(b"")
+        self._done = False
+        self._thread = threading.Thread(target=self._produce, name="decompress", daemon=True)
+        self._thread.start()
+
+    def _produce(self) -> None:
+        try:
+            while not self._stop.is_set():
+                try:
+                    data = self.inner.read(self.CHUNK)
+                except (OSError, EOFError, zstandard.ZstdError) as err:
+                    raise LayerError(f"{self.what}: corrupt or truncated compressed stream ({err})") from None
+                if not data:
+                    self._put(None)
+                    return
+                self.hasher.update(data)
+                self.count += len(data)
+                if self.count > self.limit:
+                    raise LayerError(f"{self.what}: uncompressed size exceeds the limit of {self.limit} bytes")
+                self._put(data)
+        except BaseException as err:  # handed to the reader, raised there
+            self._put(err)
+
+    def _put(self, item: bytes | BaseException | None) -> None:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer) -> int:  # type: ignore[no-untyped-def,override]
-        try:
-            data = self.inner.read(len(buffer))
-        except (OSError, EOFError, zstandard.ZstdError) as err:
-            raise LayerError(f"{self.what}: corrupt or truncated compressed stream ({err})") from None
-        n = len(data)
-        buffer[:n] = data
-        self.hasher.update(data)
-        self.count += n
-        if self.count > self.limit:
-            raise LayerError(f"{self.what}: uncompressed size exceeds the limit of {self.limit} bytes")
+        while not self._current:
+            if self._done:
+                return 0
+            item = self._queue.get()
+            if item is None:
+                self._done = True
+                return 0
+            if isinstance(item, BaseException):
+                self._done = True
+                raise item
+            self._current = memoryview(item)
+        n = min(len(buffer), len(self._current))
+        buffer[:n] = self._current[:n]
+        self._current = self._current[n:]
         return n
 
     def drain(self) -> None:
         """Read to the end, so the digest covers the whole stream (tar padding included)."""
-        while self.read(1 << 20):
+        while self.read(self.CHUNK):
             pass
+
+    def close(self) -> None:
+        """Stop the background thread (also when the reader gave up half-way)."""
+        self._stop.set()
+        self._thread.join(timeout=5)
+        super().close()
 
     @property
     def digest(self) -> str:
+        """The sha256 of the whole decompressed stream (what is left is read first)."""
+        self.drain()
+        self._thread.join()
         return "sha256:" + self.hasher.hexdigest()
