@@ -25,13 +25,17 @@ from typing import BinaryIO
 from .compression import HashingReader, open_decompressed
 from .errors import LayerError
 from .fsutil import fresh_staging, remove_tree, replace_dir
-from .paths import clean_entry_name, resolve_parent
+from .paths import clean_entry_name, resolve_in_root, resolve_parent
 
 log = logging.getLogger(__name__)
 WHITEOUT_PREFIX = ".wh."
 OPAQUE_MARKER = ".wh..wh..opq"
-# Default bound on one layer's uncompressed size (a decompression bomb fails instead of filling disks).
+# Default bound on one layer's uncompressed size (a decompression bomb fails instead of filling disks);
+# the environment variable MAX_LAYER_BYTES_ENV overrides it (docs/policy.md).
 DEFAULT_MAX_LAYER_BYTES = 64 << 30
+MAX_LAYER_BYTES_ENV = "UNPACKED_MAX_LAYER_BYTES"
+# 2**32-1 is (uid_t)-1, which chown reads as "leave unchanged".
+MAX_OWNER_ID = 2**32 - 1
 IS_ROOT = os.geteuid() == 0
 
 
@@ -46,6 +50,9 @@ class LayerIndex:
     implicit_dirs: list[str] = field(default_factory=list)
     lower_hardlinks: list[list[str]] = field(default_factory=list)  # [path, target]
     skipped_devices: list[str] = field(default_factory=list)
+    # Directories stored with owner rwx added (so an unprivileged publisher can read and link their
+    # contents when flattening): their real mode, applied to the flat image instead.
+    dir_modes: dict[str, int] = field(default_factory=dict)
     entries: int = 0
 
 
@@ -105,7 +112,12 @@ class _LayerWriter:
         if keep_dir and stat.S_ISDIR(st.st_mode):
             return True
         remove_tree(Path(full))
-        self.real_dirs = {d for d in self.real_dirs if d != rel and not d.startswith(rel + "/")}
+        prefix = rel + "/"
+        self.real_dirs = {d for d in self.real_dirs if d != rel and not d.startswith(prefix)}
+        # Forget the metadata of directories that are gone: applied later, it would go wherever an
+        # entry now at `rel` (a symlink) points, even outside the root.
+        self.dir_meta = {d: m for d, m in self.dir_meta.items() if d != rel and not d.startswith(prefix)}
+        self.implicit = {d for d in self.implicit if d != rel and not d.startswith(prefix)}
         return False
 
     def add(self, member: tarfile.TarInfo, tar: tarfile.TarFile) -> None:
@@ -169,8 +181,9 @@ class _LayerWriter:
         try:
             st = os.lstat(source)
         except FileNotFoundError:
-            # Not in this layer: a file of a lower layer, linked when the image is flattened.
-            self.index.lower_hardlinks.append([rel, target])
+            # Not in this layer (yet): a file of a lower layer, linked when the image is flattened,
+            # by its path as resolved through this layer's own symlinks so far.
+            self.index.lower_hardlinks.append([rel, resolved])
             return
         if stat.S_ISDIR(st.st_mode):
             raise LayerError(f"{self.what}: hard link {member.name!r} points to directory {target!r}; refused")
@@ -178,29 +191,55 @@ class _LayerWriter:
 
     def finish(self) -> LayerIndex:
         # Directory modes last and deepest first: a mode-000 directory must stay writable until filled.
+        # The directories themselves keep owner rwx in the layer store (their real mode goes to
+        # layer.json): an unprivileged flattener must list and link what is inside them.
         for rel in sorted(self.dir_meta, key=lambda p: p.count("/"), reverse=True):
             full = self._abs(rel)
-            if os.path.isdir(full) and not os.path.islink(full):
-                apply_metadata(full, self.dir_meta[rel])
+            # Never through a symlink, in the last component or a parent: `rel` must resolve to itself.
+            if resolve_in_root(self.rootfs, rel, self.what) != rel or not os.path.isdir(full):
+                continue
+            member = self.dir_meta[rel]
+            apply_metadata(full, member, extra_mode=0o700)
+            if stat.S_IMODE(member.mode) & 0o700 != 0o700:
+                self.index.dir_modes[rel] = stat.S_IMODE(member.mode)
         self.index.implicit_dirs = sorted(self.implicit)
         return self.index
 
 
-def apply_metadata(path: str, member: tarfile.TarInfo) -> None:
+def apply_metadata(path: str, member: tarfile.TarInfo, extra_mode: int = 0) -> None:
     """Owner (as root only), mode (setuid/setgid/sticky kept) and mtime, never following symlinks."""
     is_link = member.issym()
     if IS_ROOT:
-        os.lchown(path, max(member.uid, 0), max(member.gid, 0))
+        os.lchown(path, _owner_id(member.uid), _owner_id(member.gid))
     if not is_link:
-        os.chmod(path, stat.S_IMODE(member.mode))  # after chown, which clears setuid bits
+        os.chmod(path, stat.S_IMODE(member.mode) | extra_mode)  # after chown, which clears setuid bits
     mtime = member.mtime if 0 <= member.mtime < 2**33 else 0
     os.utime(path, (mtime, mtime), follow_symlinks=False)
 
 
-def extract_layer(
-    blob: Path, diff_id: str, dest: Path, what: str, max_bytes: int = DEFAULT_MAX_LAYER_BYTES
-) -> LayerIndex:
+def max_layer_bytes() -> int:
+    """The bound on a layer's uncompressed size: $UNPACKED_MAX_LAYER_BYTES, else 64 GiB."""
+    text = os.environ.get(MAX_LAYER_BYTES_ENV, "").strip()
+    if not text:
+        return DEFAULT_MAX_LAYER_BYTES
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise LayerError(f"{MAX_LAYER_BYTES_ENV}={text!r}: expected a positive number of bytes")
+    return value
+
+
+def _owner_id(value: int) -> int:
+    """A uid/gid to give a file: ids outside 0..2**32-2 (-1, or too large for uid_t) become 0."""
+    return value if 0 <= value < MAX_OWNER_ID else 0
+
+
+def extract_layer(blob: Path, diff_id: str, dest: Path, what: str, max_bytes: int | None = None) -> LayerIndex:
     """Extract `blob` into `dest` (rootfs/ + layer.json), verifying its uncompressed digest."""
+    if max_bytes is None:
+        max_bytes = max_layer_bytes()
     staging = fresh_staging(dest)
     started = time.monotonic()
     try:
@@ -223,18 +262,24 @@ def _extract_stream(raw: BinaryIO, rootfs: str, diff_id: str, what: str, max_byt
     # decompressor fail, so they are refused as corrupt.
     hashing = HashingReader(stream, max_bytes, what)
     writer = _LayerWriter(rootfs, what)
+    current = None  # the entry being written, or the last one read: error messages name it
     try:
         with tarfile.open(fileobj=io.BufferedReader(hashing, 1 << 20), mode="r|", errorlevel=2) as tar:  # type: ignore[call-overload]
             for member in tar:
+                current = member.name
                 try:
                     writer.add(member, tar)
-                except LayerError:
-                    raise
                 except OSError as err:
                     raise LayerError(f"{what}: entry {member.name!r}: {err.strerror or err}") from err
+        current = None
         hashing.drain()
     except tarfile.TarError as err:
-        raise LayerError(f"{what}: not a valid tar stream ({err})") from None
+        near = f" (at or after entry {current!r})" if current is not None else ""
+        raise LayerError(f"{what}: not a valid tar stream ({err}){near}") from None
+    except LayerError as err:
+        if current is None or repr(current) in str(err):
+            raise
+        raise LayerError(f"{err} (at or after entry {current!r})") from None
     if hashing.digest != diff_id:
         msg = f"{what}: uncompressed content has digest {hashing.digest}, config says diff_id {diff_id}; refused"
         raise LayerError(msg)

@@ -32,8 +32,9 @@ class _Flattener:
     def __init__(self, root: str, what: str) -> None:
         self.root = root
         self.what = what
-        # Directory metadata to apply at the end (final modes may forbid writing into them).
-        self.dir_meta: dict[str, os.stat_result] = {}
+        # Directory metadata (stat, mode) to apply at the end (final modes may forbid writing into them).
+        self.dir_meta: dict[str, tuple[os.stat_result, int]] = {}
+        self.dir_modes: dict[str, int] = {}  # the current layer's directory modes, see LayerIndex
         self.files = 0
 
     def _abs(self, rel: str) -> str:
@@ -58,9 +59,12 @@ class _Flattener:
 
     def merge(self, layer_root: str, index: LayerIndex) -> None:
         implicit = set(index.implicit_dirs)
-        self._merge_dir(layer_root, "", "", implicit)
+        self.dir_modes = index.dir_modes
+        # Hard links to lower layers first, as in the tar's order: a link gets the file a lower layer
+        # left, even if this layer replaces that file later; a later entry at the link's own path wins.
         for path, target in index.lower_hardlinks:
             self._lower_hardlink(path, target)
+        self._merge_dir(layer_root, "", "", implicit)
 
     def _merge_dir(self, layer_dir: str, layer_rel: str, flat_rel: str, implicit: set[str]) -> None:
         with os.scandir(layer_dir) as entries:
@@ -71,14 +75,16 @@ class _Flattener:
             full = self._abs(frel)
             st = entry.stat(follow_symlinks=False)
             if stat.S_ISDIR(st.st_mode):
-                frel = self._ensure_dir(frel, full, lrel in implicit, st)
+                # Stored with owner rwx added, so readable when not root: the image's mode is in layer.json.
+                mode = self.dir_modes.get(lrel, stat.S_IMODE(st.st_mode))
+                frel = self._ensure_dir(frel, full, lrel in implicit, st, mode)
                 self._merge_dir(entry.path, lrel, frel, implicit)
                 continue
             if os.path.lexists(full):
                 self._delete(frel)
             self._place(entry.path, full, st)
 
-    def _ensure_dir(self, frel: str, full: str, implicit: bool, st: os.stat_result) -> str:
+    def _ensure_dir(self, frel: str, full: str, implicit: bool, st: os.stat_result, mode: int) -> str:
         """Make `frel` a directory of the image; return where the layer's children go."""
         try:
             existing = os.lstat(full)
@@ -102,7 +108,7 @@ class _Flattener:
             if implicit:
                 os.chmod(full, 0o755)
         if not implicit:
-            self.dir_meta[frel] = st
+            self.dir_meta[frel] = (st, mode)
         return frel
 
     def _place(self, source: str, dest: str, st: os.stat_result) -> None:
@@ -122,30 +128,41 @@ class _Flattener:
             os.mkfifo(dest, stat.S_IMODE(mode))
         else:
             raise LayerError(f"{self.what}: unexpected file type at {source!r}")
-        _copy_metadata(dest, st)
+        _copy_metadata(dest, st, stat.S_IMODE(mode))
 
     def _lower_hardlink(self, path: str, target: str) -> None:
-        source = self._abs(resolve_parent(self.root, target, self.what))
+        source_rel = resolve_parent(self.root, target, self.what)
+        source = self._abs(source_rel)
         if not os.path.lexists(source) or (os.path.isdir(source) and not os.path.islink(source)):
             raise LayerError(f"{self.what}: hard link {path!r} -> {target!r}: no such file in lower layers")
         rel = resolve_parent(self.root, path, self.what)
+        if rel == source_rel:
+            return  # a link to itself: the file stays as it is
         if os.path.lexists(self._abs(rel)):
             self._delete(rel)
-        os.makedirs(os.path.dirname(self._abs(rel)), exist_ok=True)
+        made = ""
+        for part in rel.split("/")[:-1]:  # parents are free of symlinks: resolved above
+            made = f"{made}/{part}" if made else part
+            try:
+                os.mkdir(self._abs(made), 0o755)
+                os.chmod(self._abs(made), 0o755)
+            except FileExistsError:
+                if not os.path.isdir(self._abs(made)):
+                    raise LayerError(f"{self.what}: hard link {path!r}: {made!r} is not a directory") from None
         os.link(source, self._abs(rel), follow_symlinks=False)
 
     def finish(self) -> None:
         for rel in sorted(self.dir_meta, key=lambda p: p.count("/"), reverse=True):
             full = self._abs(rel)
             if os.path.isdir(full) and not os.path.islink(full):
-                _copy_metadata(full, self.dir_meta[rel])
+                _copy_metadata(full, *self.dir_meta[rel])
 
 
-def _copy_metadata(path: str, st: os.stat_result) -> None:
+def _copy_metadata(path: str, st: os.stat_result, mode: int) -> None:
     if IS_ROOT:
         os.lchown(path, st.st_uid, st.st_gid)
     if not stat.S_ISLNK(st.st_mode):
-        os.chmod(path, stat.S_IMODE(st.st_mode))
+        os.chmod(path, mode)
     os.utime(path, ns=(st.st_mtime_ns, st.st_mtime_ns), follow_symlinks=False)
 
 
