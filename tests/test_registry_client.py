@@ -5,12 +5,9 @@ from __future__ import annotations
 import base64
 import json
 import os
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
@@ -27,6 +24,7 @@ from unpacked.reference import parse_reference
 from unpacked.registry import RegistryClient, sha256_digest
 
 from support import oci
+from support.proxy import paths, serve_pages
 from support.registry import LocalRegistry
 from support.tokenserver import TokenServer
 
@@ -460,49 +458,9 @@ def test_broken_docker_config(
 
 
 # -------------------------------------------------------------------------------------------------
-# Tag list pagination (docker-registry only pages when asked to, so a small server plays a registry
-# that pages on its own, like Docker Hub and Quay)
+# Tag list pagination (docker-registry only pages when asked to, so the proxy plays a registry that
+# pages on its own, like Docker Hub and Quay; more in test_registry_faults.py)
 # -------------------------------------------------------------------------------------------------
-
-
-class PagingRegistry:
-    """Serves `/v2/<repo>/tags/list` in pages; `pages[repo]` is a list of (tags, next-link or None)."""
-
-    def __init__(self, pages: dict[str, list[tuple[list[str], str | None]]]) -> None:
-        self.seen: list[str] = []
-        registry = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                registry.seen.append(self.path)
-                url = urlsplit(self.path)
-                repo = url.path.removeprefix("/v2/").removesuffix("/tags/list")
-                page = int(parse_qs(url.query).get("page", ["0"])[0])
-                if repo not in pages or page >= len(pages[repo]):
-                    self.send_response(404)
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
-                tags, link = pages[repo][page]
-                body = json.dumps({"name": repo, "tags": tags}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                if link:
-                    self.send_header("Link", f'<{link.replace("HOST", registry.host)}>; rel="next"')
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: object) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.host = f"127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 def test_tag_list_pagination() -> None:
@@ -515,21 +473,21 @@ def test_tag_list_pagination() -> None:
         "loop/x": [(["1"], "/v2/loop/x/tags/list")],  # points back at itself
         "evil/x": [(["1"], "http://localhost:1/v2/evil/x/tags/list?page=1")],  # another host
     }
-    server = PagingRegistry(pages)
+    server = serve_pages(pages)
     try:
         ref = parse_reference(f"{server.host}/a/b:*")
         client = RegistryClient(ref, {"registries": {server.host: {"insecure": True, "retries": 0}}})
         assert client.list_tags("a/b") == ["1.0", "1.1", "2.0", "3.0"]
-        assert server.seen == [
+        assert paths(server.requests()) == [
             "/v2/a/b/tags/list",
             "/v2/a/b/tags/list?page=1&n=2",
             "/v2/a/b/tags/list?page=2",
         ]
         assert client.list_tags("loop/x") == ["1"]  # stops instead of looping forever
-        server.seen.clear()
+        server.reset()
         with pytest.raises(RegistryError) as info:
             client.list_tags("evil/x")
         assert server.host in str(info.value) and "another host" in str(info.value)
-        assert len(server.seen) == 1
+        assert server.count() == 1
     finally:
         server.stop()
