@@ -18,11 +18,18 @@ and nested results staying apart (two images sharing layers).
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import shutil
 import stat
+import subprocess
 import sys
 import tarfile
+import tempfile
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +38,11 @@ import pytest
 from unpacked.errors import LayerError
 from unpacked.extract import MAX_LAYER_BYTES_ENV, extract_layer, read_layer_index
 from unpacked.flatten import flatten_image
+from unpacked.fsutil import remove_tree
 
 from support import oci
+from support.registry import LocalRegistry
+from support.workflow import run_workflow, snakemake_command, workflow_env
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")
@@ -645,3 +655,542 @@ def test_compression_detected_by_magic_bytes_not_media_type(
     assert (flat / "etc/b").read_bytes() == b"b"
     index = read_layer_index(box.base / "work" / f"build{box.built}" / "layers" / "0")
     assert index.compression == actual
+
+
+# -------------------------------------------------------------------------------------------------
+# Through the whole workflow: publish a good version of each tag, push the hostile one, run again
+# -------------------------------------------------------------------------------------------------
+
+BOMB_LIMIT = 8 << 20  # $UNPACKED_MAX_LAYER_BYTES for these runs
+
+
+class EvilRegistry:
+    """A registry-like server on 127.0.0.1 serving exactly what a real registry refuses to store:
+    manifests naming traversal digests, a HEAD digest that is a path, blobs not matching their digest."""
+
+    def __init__(self) -> None:
+        self.manifests: dict[tuple[str, str], tuple[bytes, str, str]] = {}  # (repo, ref) -> (body, type, digest)
+        self.blobs: dict[tuple[str, str], bytes] = {}
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _answer(self, body: bool) -> None:
+                parts = self.path.split("?")[0].split("/")
+                found: tuple[bytes, str, str] | None = None
+                if self.path.rstrip("/") == "/v2":
+                    found = (b"{}", "application/json", "")
+                elif len(parts) >= 5 and parts[-2] == "manifests":
+                    found = server.manifests.get(("/".join(parts[2:-2]), parts[-1]))
+                elif len(parts) >= 5 and parts[-2] == "blobs":
+                    data = server.blobs.get(("/".join(parts[2:-2]), parts[-1]))
+                    found = None if data is None else (data, "application/octet-stream", parts[-1])
+                if found is None:
+                    found = (b'{"errors":[{"code":"MANIFEST_UNKNOWN","message":"unknown"}]}', "application/json", "")
+                    self.send_response(404)
+                else:
+                    self.send_response(200)
+                data, media_type, digest = found
+                self.send_header("Content-Type", media_type)
+                self.send_header("Content-Length", str(len(data)))
+                if digest:
+                    self.send_header("Docker-Content-Digest", digest)
+                self.end_headers()
+                if body:
+                    self.wfile.write(data)
+
+            def do_GET(self) -> None:
+                self._answer(True)
+
+            def do_HEAD(self) -> None:
+                self._answer(False)
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.host = f"127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def serve(self, repo: str, tag: str, image: oci.Image, head_digest: str | None = None) -> None:
+        """Serve `image` as `repo:tag` (manifest verbatim, blobs by the digests the manifest names)."""
+        digest = head_digest or image.digest
+        self.manifests[(repo, tag)] = (image.manifest, image.media_type, digest)
+        self.manifests[(repo, image.digest)] = (image.manifest, image.media_type, image.digest)
+        for blob_digest, data in image.blobs.items():
+            self.blobs[(repo, blob_digest)] = data
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def good_image(text: str) -> oci.Image:
+    return oci.build_image([layer(("add_dir", "etc"), ("add_file", "etc/id", text.encode()))])
+
+
+def with_manifest(image: oci.Image, edit: Any) -> oci.Image:
+    """`image` with its manifest JSON changed by `edit(document)` (blobs unchanged)."""
+    document = image.manifest_json
+    edit(document)
+    manifest = json.dumps(document, indent=2).encode()
+    return oci.Image(manifest, image.media_type, image.config, image.layers, image.blobs)
+
+
+@dataclass
+class Case:
+    """One hostile image for the workflow: REFUSED with `fragments` in the output, or SAFE (published)."""
+
+    registry: str  # "real" or "evil"
+    refused: bool
+    fragments: tuple[str, ...] = ()
+
+
+WORKFLOW_CASES = {
+    "traversal": Case("real", True, ("'..' component", "'../../../../planted'")),
+    "root-symlink": Case("real", True, ("'/.'", "replace the image root")),
+    "write-through": Case("real", False),
+    "bad-whiteout": Case("real", True, ("'.wh..'", "invalid whiteout")),
+    "bomb": Case("real", True, (f"exceeds the limit of {BOMB_LIMIT} bytes",)),
+    "truncated": Case("real", True, ("corrupt or truncated compressed stream",)),
+    "wrong-diff-id": Case("real", True, ("config says diff_id",)),
+    "lying-media-types": Case("real", False),
+    "bad-layer-digest": Case("evil", True, ("invalid digest 'sha256:../../../../planted'",)),
+    "bad-config-digest": Case("evil", True, ("invalid digest 'sha256:../../../../planted'",)),
+    "bad-head-digest": Case("evil", True, ("invalid digest 'sha256:../../../../planted'",)),
+    "wrong-blob-digest": Case("evil", True, ("downloaded bytes have digest",)),
+}
+
+
+def hostile_image(case: str, canary: Path) -> tuple[oci.Image, str | None]:
+    """The hostile version of `case` and, for the fake registry, the digest its HEAD answers."""
+    abs_target, rel_target = str(canary), "../" * 30 + str(canary).lstrip("/")
+    traversal = "sha256:../../../../planted"
+    if case == "traversal":
+        return oci.build_image([layer(("add_file", "etc/id", b"x"), ("add_file", "../../../../planted", b"x"))]), None
+    if case == "root-symlink":
+        return oci.build_image([layer(("add_symlink", "/.", abs_target), ("add_file", "planted", b"x"))]), None
+    if case == "write-through":
+        lower = layer(("add_symlink", "evil", abs_target), ("add_file", "evil/planted", b"x"), ("add_dir", "etc"))
+        upper = layer(
+            ("add_symlink", "rel", rel_target),
+            ("add_file", "rel/sub/planted2", b"y"),
+            ("add_dir", "evil/sub", 0o777),
+            ("add_file", "etc/id", b"through\n"),
+        )
+        return oci.build_image([lower, upper]), None
+    if case == "bad-whiteout":
+        return oci.build_image([layer(("add_file", "etc/id", b"x")), layer(("add_file", ".wh..", b""))]), None
+    if case == "bomb":
+        return oci.build_image([layer(("add_file", "zeros", bytes(BOMB_LIMIT * 4)))]), None
+    if case == "truncated":
+        tar = layer(("add_file", "etc/id", os.urandom(200_000)))
+        data = oci.compress(tar, "gzip")
+        return oci.build_image(
+            [oci.LayerBlob(data[: len(data) // 2], oci.LAYER_TYPES[("oci", "gzip")], oci.sha256(tar))]
+        ), None
+    if case == "wrong-diff-id":
+        honest = oci.LayerBlob.from_tar(layer(("add_file", "etc/id", b"lying diff_id\n")))
+        return oci.build_image([oci.LayerBlob(honest.data, honest.media_type, oci.sha256(b"other"))]), None
+    if case == "lying-media-types":
+        blobs = [
+            oci.LayerBlob(oci.compress(tar, actual), oci.LAYER_TYPES[("oci", declared)], oci.sha256(tar))
+            for tar, actual, declared in [
+                (layer(("add_file", "etc/gz", b"gzip\n")), "gzip", "zstd"),
+                (layer(("add_file", "etc/zst", b"zstd\n")), "zstd", "none"),
+                (layer(("add_file", "etc/id", b"tar\n")), "none", "gzip"),
+            ]
+        ]
+        return oci.build_image(blobs), None
+    image = good_image(f"{case} v2\n")
+    if case == "bad-layer-digest":
+        return with_manifest(image, lambda m: m["layers"][0].update(digest=traversal)), None
+    if case == "bad-config-digest":
+        return with_manifest(image, lambda m: m["config"].update(digest=traversal)), None
+    if case == "bad-head-digest":
+        return image, traversal
+    assert case == "wrong-blob-digest"
+    return image, None
+
+
+@dataclass
+class HostileSync:
+    directory: Path
+    hosts: dict[str, str]  # "real"/"evil" -> host
+    before: dict[str, tuple[str, dict[str, tuple[Any, ...]], str]]  # case -> (link, flat snapshot, record)
+    hostile: dict[str, oci.Image]
+    output: str
+    returncode: int
+    canary_before: dict[str, tuple[Any, ...]]
+
+    @property
+    def root(self) -> Path:
+        return self.directory / "output"
+
+    def link(self, case: str) -> Path:
+        return self.root / self.hosts[WORKFLOW_CASES[case].registry] / "hostile" / f"{case}:1"
+
+    def record(self, case: str) -> str:
+        name = f"{self.hosts[WORKFLOW_CASES[case].registry]}/hostile/{case}:1"
+        return (self.root / ".metadata" / name / "record.json").read_text()
+
+
+@pytest.fixture(scope="module")
+def hostile_sync(tmp_path_factory: pytest.TempPathFactory, registry: LocalRegistry) -> Iterator[HostileSync]:
+    """One workflow directory, every case a tag `hostile/<case>:1`: a good sync, then the hostile one."""
+    evil = EvilRegistry()
+    try:
+        directory = tmp_path_factory.mktemp("hostile-workflow")
+        make_canary(directory / "canary")
+        canary_before = snapshot(directory / "canary")
+        hosts = {"real": registry.host, "evil": evil.host}
+        (directory / "config").mkdir()
+        recipe = [f"http://{hosts[c.registry]}/hostile/{name}:1" for name, c in WORKFLOW_CASES.items()]
+        (directory / "config" / "recipe.yaml").write_text(json.dumps(recipe))
+        settings = {
+            "recipe": "config/recipe.yaml",
+            "output_root": "output",
+            "work_dir": "work",
+            "registries": {host: {"insecure": True, "retries": 0} for host in hosts.values()},
+        }
+        (directory / "config" / "config.yaml").write_text(json.dumps(settings))
+        env = workflow_env(**{MAX_LAYER_BYTES_ENV: str(BOMB_LIMIT)})
+
+        def put(name: str, image: oci.Image, head: str | None = None) -> None:
+            if WORKFLOW_CASES[name].registry == "real":
+                oci.push(registry, f"hostile/{name}", "1", image)
+            else:
+                evil.serve(f"hostile/{name}", "1", image, head)
+
+        for name in WORKFLOW_CASES:
+            put(name, good_image(f"{name} v1\n"))
+        first = run_workflow(directory, env=env)
+        assert first.returncode == 0, first.stdout + first.stderr[-5000:]
+        sync = HostileSync(directory, hosts, {}, {}, "", 0, canary_before)
+        for name in WORKFLOW_CASES:
+            link = sync.link(name)
+            sync.before[name] = (os.readlink(link), snapshot(link.resolve()), sync.record(name))
+        for name in WORKFLOW_CASES:
+            image, head = hostile_image(name, directory / "canary")
+            sync.hostile[name] = image
+            put(name, image, head)
+        # The registry answers the layer's digest with other bytes (a real one refuses to store them).
+        other = layer(("add_file", "etc/id", b"substituted\n"), ("add_file", "planted", b"x"))
+        evil.blobs[("hostile/wrong-blob-digest", sync.hostile["wrong-blob-digest"].layers[0].digest)] = oci.compress(
+            other, "gzip"
+        )
+        second = run_workflow(directory, env=env)
+        sync.output, sync.returncode = second.stdout + second.stderr, second.returncode
+        yield sync
+    finally:
+        evil.stop()
+
+
+def test_workflow_run_with_hostile_images_fails_and_writes_nothing_outside(hostile_sync: HostileSync) -> None:
+    """The run fails (some images are refused), the canary next to the output root is untouched, no
+    staging directory is left, and nothing was planted outside an image tree or a layer's rootfs."""
+    assert hostile_sync.returncode != 0, hostile_sync.output
+    assert snapshot(hostile_sync.directory / "canary") == hostile_sync.canary_before
+    base = hostile_sync.directory
+    assert [p for p in base.rglob("*") if ".tmp-" in p.name] == []
+    stray = [p for p in base.rglob("planted*") if "rootfs" not in p.parts and ".flat" not in p.parts]
+    assert stray == []
+    assert not list(base.rglob("*sha256:*")), "no digest string became a path"
+
+
+@pytest.mark.parametrize("case", [name for name, c in WORKFLOW_CASES.items() if c.refused])
+def test_workflow_refuses_hostile_image_and_keeps_serving_the_previous_version(
+    hostile_sync: HostileSync, case: str
+) -> None:
+    """REFUSED, named in the run's summary (reference, layer digest where one applies, entry), and the
+    previously published version is still served: same link, same tree, same metadata."""
+    reference = f"{hostile_sync.hosts[WORKFLOW_CASES[case].registry]}/hostile/{case}:1"
+    summary = hostile_sync.output[hostile_sync.output.find("image(s) failed") :]
+    assert reference in summary, hostile_sync.output[-5000:]
+    block = summary[summary.find(reference) :]
+    block = block[: block.find("\n  ", len(reference) + 10) if "\n  " in block[len(reference) + 10 :] else None]
+    for fragment in WORKFLOW_CASES[case].fragments:
+        assert fragment in block, block
+    image = hostile_sync.hostile[case]
+    if case in ("traversal", "root-symlink", "bomb", "truncated", "wrong-diff-id"):
+        layer_digest = image.layers[-1].digest
+        assert f"layer {layer_digest}" in block, block
+        hexd = layer_digest.split(":")[1]
+        assert not (hostile_sync.directory / "work" / "layers" / hexd[:2] / hexd).exists()
+    link, tree, record = hostile_sync.before[case]
+    assert os.readlink(hostile_sync.link(case)) == link
+    assert snapshot(hostile_sync.link(case).resolve()) == tree
+    assert hostile_sync.record(case) == record
+    assert (hostile_sync.link(case) / "etc/id").read_text() == f"{case} v1\n"
+
+
+def test_workflow_publishes_write_through_symlinks_inside_the_image(hostile_sync: HostileSync) -> None:
+    """UNPACKED SAFELY: symlinks to the canary (absolute, relative) are followed inside the image; the
+    new version is published and the previous one is left intact until garbage collection."""
+    link = hostile_sync.link("write-through")
+    old_link, old_tree, _ = hostile_sync.before["write-through"]
+    assert os.readlink(link) != old_link
+    flat = link.resolve()
+    inside = str(hostile_sync.directory / "canary").lstrip("/")
+    assert (flat / inside / "planted").read_bytes() == b"x"
+    assert (flat / inside / "sub/planted2").read_bytes() == b"y"
+    assert stat.S_IMODE((flat / inside / "sub").stat().st_mode) == 0o777
+    assert (flat / "etc/id").read_text() == "through\n"
+    assert snapshot((link.parent / old_link).resolve()) == old_tree, "the previous flat image is unchanged"
+
+
+def test_workflow_detects_compression_by_magic_bytes(hostile_sync: HostileSync) -> None:
+    """UNPACKED: gzip labelled zstd, zstd labelled plain tar, plain tar labelled gzip."""
+    flat = hostile_sync.link("lying-media-types").resolve()
+    assert (flat / "etc/gz").read_text() == "gzip\n"
+    assert (flat / "etc/zst").read_text() == "zstd\n"
+    assert (flat / "etc/id").read_text() == "tar\n"
+
+
+# -------------------------------------------------------------------------------------------------
+# Ownership and permissions: root keeps owners; an unprivileged publisher works and can delete
+# -------------------------------------------------------------------------------------------------
+
+NOBODY = 65534
+
+
+def permissions_layers() -> list[bytes]:
+    lower = (
+        oci.TarLayer()
+        .add_dir("etc")
+        .add_file("etc/passwd", b"root:x:0:0::/root:/bin/sh\n")
+        .add_file("etc/gshadow", b"root:*::\n", mode=0o000)
+        .add_dir("secret", mode=0o000)
+        .add_file("secret/f", b"f", mode=0o000)
+        .add_dir("secret/sub", mode=0o000, uid=1234, gid=1234)
+        .add_file("secret/sub/g", b"g", mode=0o4755, uid=1234, gid=1234)
+        .add_dir("xonly", mode=0o111)
+        .add_file("xonly/h", b"h", mode=0o600)
+        .add_dir("ro", mode=0o555)
+        .add_file("ro/f", b"ro")
+        .add_file("bin/su", b"su", mode=0o4755)
+        .add_file("bin/wall", b"wall", mode=0o2755, gid=5)
+        .add_dir("tmp", mode=0o1777)
+        .add_file("home/owned", b"o", uid=1234, gid=1234)
+        .add_file("home/big-ids", b"o", uid=2**32 - 2, gid=2**31)
+        .tar_bytes()
+    )
+    upper = (
+        oci.TarLayer()
+        .add_file("secret/new", b"new", mode=0o000)
+        .add_whiteout("secret/f")
+        .add_hardlink("bin/g-link", "secret/sub/g")
+        .add_whiteout("ro/f")
+        .add_file("ro/g", b"g")
+        .add_file("xonly/i", b"i")
+        .tar_bytes()
+    )
+    return [lower, upper]
+
+
+EXPECTED_MODES = {
+    "etc/gshadow": 0o000,
+    "secret": 0o000,
+    "secret/new": 0o000,
+    "secret/sub": 0o000,
+    "secret/sub/g": 0o4755,
+    "xonly": 0o111,
+    "ro": 0o555,
+    "bin/su": 0o4755,
+    "bin/wall": 0o2755,
+    "tmp": 0o1777,
+}
+
+
+def modes_and_owners(flat: Path) -> dict[str, tuple[int, int, int]]:
+    """(mode, uid, gid) of every path of EXPECTED_MODES plus the owned files; reads 000 dirs as root."""
+    return {
+        rel: (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid)
+        for rel in [*EXPECTED_MODES, "home/owned", "home/big-ids", "bin/g-link"]
+        for st in [os.lstat(flat / rel)]
+    }
+
+
+def test_owners_are_kept_as_root(box: Sandbox) -> None:
+    """As root, owners and groups come from the image (policy: docs/policy.md); ids that fit no uid_t
+    become 0. This suite runs as root in CI; an unprivileged run cannot test this."""
+    assert os.geteuid() == 0, "run the test suite as root (CI does): ownership as root is tested here"
+    flat = box.build(permissions_layers())
+    found = modes_and_owners(flat)
+    assert {rel: found[rel][0] for rel in EXPECTED_MODES} == EXPECTED_MODES
+    assert found["secret/sub"][1:] == (1234, 1234) and found["secret/sub/g"][1:] == (1234, 1234)
+    assert found["bin/wall"][1:] == (0, 5)
+    assert found["home/owned"][1:] == (1234, 1234)
+    assert found["home/big-ids"][1:] == (2**32 - 2, 2**31)
+    assert (flat / "bin/g-link").stat().st_ino == (flat / "secret/sub/g").stat().st_ino
+    assert not (flat / "secret/f").exists() and not (flat / "ro/f").exists()
+
+
+def as_nobody(*command: str, scratch: Path) -> list[str]:
+    """`command` run as uid/gid 65534 (setpriv). If the Python installation is not reachable by other
+    users (e.g. under root's 0700 home), it runs in a private mount namespace where that installation
+    alone is made reachable; nothing changes outside the namespace."""
+    setpriv, unshare = shutil.which("setpriv"), shutil.which("unshare")
+    assert setpriv and unshare, "setpriv/unshare not found: apt-get install -y util-linux"
+    assert os.geteuid() == 0, "dropping to an unprivileged user needs root: run the test suite as root"
+    drop = [setpriv, f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "--", *command]
+    prefix = Path(sys.base_prefix).resolve()
+    blocked = next((p for p in [*reversed(prefix.parents), prefix] if not p.stat().st_mode & 0o001), None)
+    if blocked is None:
+        return drop
+    view = scratch / "python-view"
+    view.mkdir(exist_ok=True)
+    script = (
+        'mount --bind "$1" "$2" && mount -t tmpfs -o mode=755 tmpfs "$3" && mkdir -p "$1" '
+        '&& mount --bind "$2" "$1" && shift 3 && exec "$@"'
+    )
+    namespace = [unshare, "--mount", "--propagation", "private", "--", "sh", "-c", script, "sh"]
+    return [*namespace, str(prefix), str(view), str(blocked), *drop]
+
+
+@pytest.fixture
+def nobody_dir() -> Iterator[Path]:
+    """A directory owned by the unprivileged user, in the system's temp dir (pytest's is root-only)."""
+    base = Path(tempfile.mkdtemp(prefix="unpacked-unprivileged-"))
+    try:
+        os.chmod(base, 0o755)
+        run = base / "run"
+        run.mkdir()
+        os.chown(run, NOBODY, NOBODY)
+        yield run
+    finally:
+        remove_tree(base)
+
+
+def test_unprivileged_publisher_unpacks_and_deletes_everything(
+    nobody_dir: Path, registry: LocalRegistry, repo_name: str
+) -> None:
+    """The workflow run as uid 65534: mode-000 files and unreadable directories, setuid files and files
+    of uid 1234 extract; everything belongs to the publisher; modes are the image's; then the
+    publisher removes the published tree and the work directory with remove_tree."""
+    oci.push(registry, repo_name, "1", oci.build_image(permissions_layers()))
+    config = nobody_dir / "config"
+    config.mkdir()
+    (config / "recipe.yaml").write_text(json.dumps([f"http://{registry.host}/{repo_name}:1"]))
+    settings = {"output_root": "output", "work_dir": "work", "registries": {registry.host: {"insecure": True}}}
+    (config / "config.yaml").write_text(json.dumps(settings))
+    home = nobody_dir / "home"
+    home.mkdir()
+    for path in [config, home, *config.iterdir()]:
+        os.chown(path, NOBODY, NOBODY)
+    env = workflow_env(HOME=str(home), XDG_CACHE_HOME=str(home / ".cache"))
+    done = subprocess.run(
+        as_nobody(*snakemake_command(nobody_dir), scratch=nobody_dir.parent),
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr[-5000:]
+    published = nobody_dir / "output" / registry.host / f"{repo_name}:1"
+    flat = published.resolve()
+    found = modes_and_owners(flat)
+    assert {rel: found[rel][0] for rel in EXPECTED_MODES} == EXPECTED_MODES, "the image's modes, setuid kept"
+    assert {(uid, gid) for _, uid, gid in found.values()} == {(NOBODY, NOBODY)}, "everything belongs to the publisher"
+    assert (flat / "bin/g-link").stat().st_ino == (flat / "secret/sub/g").stat().st_ino
+    assert not (flat / "secret/f").exists() and (flat / "ro/g").exists() and (flat / "xonly/i").exists()
+
+    remove = "from pathlib import Path; from unpacked.fsutil import remove_tree\n"
+    remove += "for path in ('output', 'work'): remove_tree(Path(path))"
+    gone = subprocess.run(
+        as_nobody(sys.executable, "-c", remove, scratch=nobody_dir.parent),
+        cwd=nobody_dir,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    assert gone.returncode == 0, gone.stderr
+    assert not (nobody_dir / "output").exists() and not (nobody_dir / "work").exists()
+
+
+# -------------------------------------------------------------------------------------------------
+# Nested results stay apart: two images sharing layers
+# -------------------------------------------------------------------------------------------------
+
+
+def test_republishing_one_image_never_changes_another_that_shares_its_layers(
+    tmp_path: Path, registry: LocalRegistry, repo_name: str
+) -> None:
+    """Flat files are hard links into the layer store, shared by every image using a layer. A new
+    version of image A that changes the modes, times and content of shared files, whites some out and
+    links others, must leave image B (and the layer store) exactly as it was: content, mode, owner,
+    mtime and inode of every path. The Apptainer files of each image are its own inodes."""
+    base = (
+        oci.TarLayer()
+        .add_dir("etc")
+        .add_file("etc/shared", b"shared\n")
+        .add_file("etc/motd", b"motd\n")
+        .add_file("etc/gone", b"gone\n")
+        .add_dir("opt", mode=0o755)
+        .add_file("opt/tool", b"#!tool\n", mode=0o755)
+        .add_dir("secret", mode=0o000)
+        .add_file("secret/key", b"k", mode=0o000)
+        .tar_bytes()
+    )
+    image_a = oci.build_image([base, layer(("add_file", "etc/a", b"a\n"))], config={"Cmd": ["/bin/a"]})
+    image_b = oci.build_image([base, layer(("add_file", "etc/b", b"b\n"))], config={"Cmd": ["/bin/b"]})
+    oci.push(registry, f"{repo_name}/a", "1", image_a)
+    oci.push(registry, f"{repo_name}/b", "1", image_b)
+    directory = tmp_path / "run"
+    (directory / "config").mkdir(parents=True)
+    recipe = [f"http://{registry.host}/{repo_name}/{name}:1" for name in ("a", "b")]
+    (directory / "config" / "recipe.yaml").write_text(json.dumps(recipe))
+    settings = {"output_root": "output", "work_dir": "work", "registries": {registry.host: {"insecure": True}}}
+    (directory / "config" / "config.yaml").write_text(json.dumps(settings))
+    done = run_workflow(directory)
+    assert done.returncode == 0, done.stdout + done.stderr[-5000:]
+    link_a = directory / "output" / registry.host / repo_name / "a:1"
+    link_b = directory / "output" / registry.host / repo_name / "b:1"
+    base_hex = oci.LayerBlob.from_tar(base).digest.split(":")[1]
+    store = directory / "work" / "layers" / base_hex[:2] / base_hex
+    flat_b, old_a = link_b.resolve(), link_a.resolve()
+    assert (flat_b / "etc/shared").stat().st_ino == (old_a / "etc/shared").stat().st_ino, "layers are shared"
+    before_b, before_a, before_store = snapshot(flat_b, True), snapshot(old_a, True), snapshot(store, True)
+
+    upper = (
+        oci.TarLayer()
+        .add_file("etc/shared", b"shared\n", mode=0o600, mtime=1)  # same content, other metadata
+        .add_whiteout("etc/gone")
+        .add_dir("opt", mode=0o700, mtime=1)
+        .add_file("opt/tool", b"#!changed\n", mode=0o700)
+        .add_hardlink("etc/motd-link", "etc/motd")
+        .add_dir("secret", mode=0o700)
+        .add_file("secret/key", b"changed", mode=0o644)
+        .tar_bytes()
+    )
+    oci.push(registry, f"{repo_name}/a", "1", oci.build_image([base, upper], config={"Cmd": ["/bin/a2"]}))
+    done = run_workflow(directory)
+    assert done.returncode == 0, done.stdout + done.stderr[-5000:]
+    new_a = link_a.resolve()
+    assert new_a != old_a
+    assert snapshot(flat_b, True) == before_b, "image B changed when image A was republished"
+    assert snapshot(store, True) == before_store, "the shared layer changed in the layer store"
+    assert snapshot(old_a, True) == before_a, "the previous flat image of A changed"
+    shared = new_a / "etc/shared"
+    assert (
+        stat.S_IMODE(shared.stat().st_mode) == 0o600 and shared.stat().st_ino != (flat_b / "etc/shared").stat().st_ino
+    )
+    assert (new_a / "opt/tool").read_bytes() == b"#!changed\n" and not (new_a / "etc/gone").exists()
+
+    # Apptainer files: written per image, never a hard link shared with another image or a layer.
+    foreign = {entry[-1] for entry in snapshot(flat_b, True).values()}
+    for layer_dir in (directory / "work" / "layers").glob("*/*"):
+        foreign |= {entry[-1] for entry in snapshot(layer_dir, True).values()}
+    for flat in (new_a, flat_b):
+        own = [p for p in (flat / ".singularity.d").rglob("*") if p.is_file() and not p.is_symlink()]
+        own += [flat / "etc/hosts", flat / "etc/resolv.conf"]
+        assert len(own) > 5
+        for path in own:
+            st = path.lstat()
+            assert stat.S_ISREG(st.st_mode) and st.st_nlink == 1, path
+            if flat is new_a:
+                assert st.st_ino not in foreign, f"{path} shares its inode with image B or the layer store"
+    assert (new_a / ".singularity.d/runscript").read_text() != (flat_b / ".singularity.d/runscript").read_text()
