@@ -6,8 +6,11 @@ import contextlib
 import hashlib
 import logging
 import os
+import re
 import tempfile
+import time
 from pathlib import Path
+from typing import BinaryIO
 from urllib.parse import urljoin, urlsplit
 
 import requests
@@ -17,12 +20,22 @@ from .credentials import lookup_credentials
 from .errors import DigestMismatchError, NotFoundError, RegistryError
 from .manifests import ACCEPT
 from .reference import ImageRef, validate_digest
-from .transport import RegistryTransport
+from .transport import (
+    DEFAULT_MAX_CONNECTIONS,
+    RESUME_ATTEMPTS,
+    RegistryTransport,
+    describe_failure,
+    resume_backoff,
+)
 
 log = logging.getLogger(__name__)
 CHUNK = 1 << 20
 # Largest manifest or config we accept; real ones are a few KB.
 MAX_DOCUMENT_BYTES = 4 << 20
+# A blob whose bytes do not match its digest is fetched again from scratch this many times (a resumed
+# download could have joined two different byte streams) before it is refused.
+REFETCHES_ON_MISMATCH = 1
+_CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-")
 
 
 def _error_text(response: requests.Response) -> str:
@@ -48,16 +61,24 @@ class RegistryClient:
         scheme = "http" if settings["insecure"] else ref.scheme
         self.base = f"{scheme}://{ref.api_host}"
         self.transport = RegistryTransport(
-            ref.registry, lookup_credentials(ref.registry, settings), settings["timeout"], settings["retries"]
+            ref.registry,
+            lookup_credentials(ref.registry, settings),
+            settings["timeout"],
+            settings["retries"],
+            settings.get("max_connections", DEFAULT_MAX_CONNECTIONS),
         )
 
     def _check(self, response: requests.Response, what: str) -> requests.Response:
         if response.status_code == 404:
             raise NotFoundError(f"{what}: not found ({_error_text(response)})")
         if response.status_code == 429:
-            raise RegistryError(f"{what}: rate limited by the registry, retries exhausted; try again later")
+            after = response.headers.get("Retry-After")
+            when = f" (it asks to retry after {after.strip()})" if after else ""
+            raise RegistryError(f"{what}: rate limited by the registry (HTTP 429){when}; try again later")
         if not response.ok:
-            raise RegistryError(f"{what}: {_error_text(response)}")
+            text = _error_text(response)
+            status = f"HTTP {response.status_code}"
+            raise RegistryError(f"{what}: {text}" if text.startswith(status) else f"{what}: {status}: {text}")
         return response
 
     @staticmethod
@@ -73,7 +94,13 @@ class RegistryClient:
             seen.add(url)
             what = f"registry {self.registry}: tag list of {repository}"
             response = self._check(self.transport.request("GET", url, self._scope(repository)), what)
-            tags.extend(response.json().get("tags") or [])
+            try:
+                page = response.json().get("tags") or []
+            except (ValueError, AttributeError):
+                raise RegistryError(f"{what}: the registry sent something that is not a tag list") from None
+            if not isinstance(page, list):
+                raise RegistryError(f"{what}: the registry sent something that is not a tag list")
+            tags.extend(page)
             next_url = response.links.get("next", {}).get("url")
             if next_url:
                 next_url = urljoin(url, next_url)
@@ -118,49 +145,72 @@ class RegistryClient:
     def download_blob(self, repository: str, digest: str, dest: Path) -> None:
         """Stream a blob to a temporary file, verify its sha256, then rename it to `dest`.
 
-        A dropped connection resumes with `Range` from the bytes already written.
+        A dropped connection resumes with `Range` from the bytes already written (or starts again
+        if the registry ignores `Range`). Bytes that do not match the digest are fetched once more
+        from scratch, then refused. On any failure nothing is left at `dest` or beside it.
         """
         validate_digest(digest)
         what = f"registry {self.registry}: blob {digest} of {repository}"
         dest.parent.mkdir(parents=True, exist_ok=True)
+        # A killed earlier download of this blob may have left its partial file (one job per blob, and
+        # Snakemake's lock keeps two runs apart, so no partial file here is in use).
+        for stale in dest.parent.glob(f".{dest.name}.*.part"):
+            with contextlib.suppress(FileNotFoundError):
+                stale.unlink()
         fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-        hasher = hashlib.sha256()
-        written = 0
         try:
             with os.fdopen(fd, "wb") as out:
-                for _attempt in range(5):
-                    headers = {"Range": f"bytes={written}-"} if written else {}
-                    response = self.transport.request(
-                        "GET",
-                        f"{self.base}/v2/{repository}/blobs/{digest}",
-                        self._scope(repository),
-                        headers=headers,
-                        stream=True,
-                    )
-                    with response:
-                        self._check(response, what)
-                        if written and response.status_code != 206:  # no resume: start again
-                            out.seek(0)
-                            out.truncate()
-                            hasher, written = hashlib.sha256(), 0
-                        try:
-                            for chunk in response.iter_content(CHUNK):
-                                out.write(chunk)
-                                hasher.update(chunk)
-                                written += len(chunk)
-                            break
-                        except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as err:
-                            log.warning("%s: connection lost after %d bytes (%s); resuming", what, written, err)
+                for fetch in range(REFETCHES_ON_MISMATCH + 1):
+                    got = self._fetch_blob(repository, digest, out, what)
+                    if got == digest:
+                        break
+                    if fetch < REFETCHES_ON_MISMATCH:
+                        log.warning("%s: downloaded bytes have digest %s; fetching it again", what, got)
                 else:
-                    raise RegistryError(f"{what}: download kept failing; try again later")
-            got = "sha256:" + hasher.hexdigest()
-            if got != digest:
-                raise DigestMismatchError(f"{what}: downloaded bytes have digest {got}; refused")
+                    msg = f"{what}: downloaded bytes have digest {got} (twice); refused"
+                    raise DigestMismatchError(msg)
             os.chmod(tmp, 0o644)
             os.replace(tmp, dest)
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
+
+    def _fetch_blob(self, repository: str, digest: str, out: BinaryIO, what: str) -> str:
+        """Download the whole blob into `out` (emptied first), resuming cut transfers; its digest."""
+        out.seek(0)
+        out.truncate()
+        hasher = hashlib.sha256()
+        written = 0
+        for attempt in range(RESUME_ATTEMPTS + 1):
+            time.sleep(resume_backoff(attempt))
+            headers = {"Accept-Encoding": "identity"}  # the digest is of the bytes as stored
+            if written:
+                headers["Range"] = f"bytes={written}-"
+            response = self.transport.request(
+                "GET",
+                f"{self.base}/v2/{repository}/blobs/{digest}",
+                self._scope(repository),
+                headers=headers,
+                stream=True,
+            )
+            with response:
+                self._check(response, what)
+                if written and not _resumes_at(response, written):  # no resume: start again
+                    log.warning("%s: the registry did not resume at byte %d; starting again", what, written)
+                    out.seek(0)
+                    out.truncate()
+                    hasher, written = hashlib.sha256(), 0
+                try:
+                    for chunk in response.iter_content(CHUNK):
+                        out.write(chunk)
+                        hasher.update(chunk)
+                        written += len(chunk)
+                    return "sha256:" + hasher.hexdigest()
+                except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as err:
+                    reason, _ = describe_failure(err, self.transport.timeout)
+                    log.warning("%s: %s after %d bytes; resuming", what, reason, written)
+        msg = f"{what}: the download was cut {RESUME_ATTEMPTS + 1} times; try again later"
+        raise RegistryError(msg)
 
     def get_blob_bytes(self, repository: str, digest: str) -> bytes:
         """A small blob (an image config) in memory, verified."""
@@ -171,3 +221,11 @@ class RegistryClient:
         if sha256_digest(data) != digest:
             raise DigestMismatchError(f"{what}: content has digest {sha256_digest(data)}; refused")
         return data
+
+
+def _resumes_at(response: requests.Response, offset: int) -> bool:
+    """True if `response` is a 206 whose Content-Range starts at `offset`."""
+    if response.status_code != 206:
+        return False
+    match = _CONTENT_RANGE.match(response.headers.get("Content-Range", ""))
+    return match is not None and int(match.group(1)) == offset
