@@ -265,25 +265,29 @@ def _extract_stream(raw: BinaryIO, rootfs: str, diff_id: str, what: str, max_byt
     current = None  # the entry being written, or the last one read: error messages name it
     tar: tarfile.TarFile | None = None
     try:
-        with tarfile.open(fileobj=io.BufferedReader(hashing, 1 << 20), mode="r|", errorlevel=2) as tar:  # type: ignore[call-overload]
-            for member in tar:
-                current = member.name
-                try:
-                    writer.add(member, tar)
-                except OSError as err:
-                    raise LayerError(f"{what}: entry {member.name!r}: {err.strerror or err}") from err
-        current = None
-        hashing.drain()
-    except tarfile.TarError as err:
-        if not _only_padding_missing(tar):
-            near = f" (at or after entry {current!r})" if current is not None else ""
-            raise LayerError(f"{what}: not a valid tar stream ({err}){near}") from None
-    except LayerError as err:
-        if current is None or repr(current) in str(err):
-            raise
-        raise LayerError(f"{err} (at or after entry {current!r})") from None
-    if hashing.digest != diff_id:
-        msg = f"{what}: uncompressed content has digest {hashing.digest}, config says diff_id {diff_id}; refused"
+        try:
+            with tarfile.open(fileobj=io.BufferedReader(hashing, 1 << 20), mode="r|", errorlevel=2) as tar:  # type: ignore[call-overload]
+                for member in tar:
+                    current = member.name
+                    try:
+                        writer.add(member, tar)
+                    except OSError as err:
+                        raise LayerError(f"{what}: entry {member.name!r}: {err.strerror or err}") from err
+            current = None
+            hashing.drain()
+        except tarfile.TarError as err:
+            if not _only_padding_missing(tar):
+                near = f" (at or after entry {current!r})" if current is not None else ""
+                raise LayerError(f"{what}: not a valid tar stream ({err}){near}") from None
+        except LayerError as err:
+            if current is None or repr(current) in str(err):
+                raise
+            raise LayerError(f"{err} (at or after entry {current!r})") from None
+        digest = hashing.digest
+    finally:
+        hashing.close()  # stops the decompression thread, also when the layer was refused
+    if digest != diff_id:
+        msg = f"{what}: uncompressed content has digest {digest}, config says diff_id {diff_id}; refused"
         raise LayerError(msg)
     index = writer.finish()
     index.diff_id = diff_id
