@@ -46,6 +46,7 @@ def validate_config(config: dict[str, Any]) -> dict[str, Any]:
 
 def registry_settings(config: dict[str, Any], registry: str) -> dict[str, Any]:
     """Settings of one registry, with defaults for registries the config does not name."""
-    settings = {"insecure": False, "timeout": 60, "retries": 5}
+    # The schema's defaults, overridden by what the config says of this registry.
+    settings = validate_config({"registries": {registry: {}}})["registries"][registry]
     settings.update(config.get("registries", {}).get(registry, {}))
     return settings
