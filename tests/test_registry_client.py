@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from unpacked import transport
 from unpacked.errors import (
     AuthError,
     DigestMismatchError,
@@ -267,6 +268,33 @@ def test_anonymous_token_flow_reuses_tokens(
     before = len(token_requests(token_server))
     assert client.head_manifest(other, "v1") == image.digest
     assert len(token_requests(token_server)) == before + 1
+
+
+def test_remembered_realm_skips_the_401_and_a_stale_one_is_learned_again(
+    token_registry: LocalRegistry, token_server: TokenServer, repo_name: str, tmp_path: Path
+) -> None:
+    image = small_image(repo_name)
+    oci.push(token_registry, repo_name, "v1", image)
+    realms = tmp_path / "realms.json"
+    try:
+        transport._REALMS.clear()
+        client_for(token_registry, repo_name).head_manifest(repo_name, "v1")
+        transport.save_realms(realms)
+        assert json.loads(realms.read_text())[token_registry.host]["realm"] == token_server.realm
+        # A new process that loads the remembered realm asks for its token before the first request.
+        transport._REALMS.clear()
+        transport.load_realms(realms)
+        fresh = client_for(token_registry, repo_name)
+        assert fresh.transport._learned.is_set()
+        assert fresh.head_manifest(repo_name, "v1") == image.digest
+        # A realm that no longer answers is forgotten and learned again from the registry's challenge.
+        transport._REALMS.clear()
+        realms.write_text(json.dumps({token_registry.host: {"realm": "http://127.0.0.1:9/token", "service": "x"}}))
+        transport.load_realms(realms)
+        assert client_for(token_registry, repo_name).head_manifest(repo_name, "v1") == image.digest
+        assert transport._REALMS[token_registry.host]["realm"] == token_server.realm
+    finally:
+        transport._REALMS.clear()
 
 
 def test_token_with_credentials_from_docker_config(

@@ -48,6 +48,7 @@ def _state(store: Store, name: str) -> dict[str, Any]:
 def cmd_fetch_blob(args: argparse.Namespace) -> None:
     from .mirrors import make_client
     from .reference import parse_reference
+    from .transport import load_realms
 
     settings = _settings(args.settings)
     store = _store(settings)
@@ -55,6 +56,7 @@ def cmd_fetch_blob(args: argparse.Namespace) -> None:
     dest = store.blob(args.digest)
     if dest.exists():
         return
+    load_realms(store.realms)  # fetch the token first instead of collecting a 401
     client = make_client(parse_reference(state["reference"]), settings)
     client.download_blob(state["repository"], args.digest, dest)
     log.info("%s: fetched blob %s from %s", state["reference"], args.digest, state["registry"])

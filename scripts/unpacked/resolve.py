@@ -32,6 +32,7 @@ from .recipe import Recipe
 from .reference import TAG_RE, ImageRef
 from .registry import RegistryClient, sha256_digest
 from .store import Store
+from .transport import load_realms, save_realms
 
 log = logging.getLogger(__name__)
 # Nested indexes deeper than this are refused (a loop or a hostile index).
@@ -230,6 +231,7 @@ class Resolver:
 
     def run(self, recipe: Recipe) -> Resolution:
         result = Resolution()
+        load_realms(self.store.realms)
         workers = self.config["resolve_workers"]
 
         def failed(ref: ImageRef, err: Exception) -> None:
@@ -266,6 +268,7 @@ class Resolver:
         if result.notices:
             index["notices"] = result.notices
         write_if_changed(self.store.resolved, _dump(index))
+        save_realms(self.store.realms)
         return result
 
 

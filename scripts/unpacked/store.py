@@ -46,6 +46,11 @@ class Store:
         return self.work / "state" / "resolved.json"
 
     @property
+    def realms(self) -> Path:
+        """Token realms learned from the registries (no secrets: URLs and service names)."""
+        return self.work / "state" / "realms.json"
+
+    @property
     def settings(self) -> Path:
         return self.work / "state" / "settings.json"
 

@@ -26,12 +26,15 @@ logs a credential or a token.
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
+import json
 import logging
 import random
 import re
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import requests
@@ -48,6 +51,7 @@ from urllib3.util.retry import Retry
 
 from .credentials import Credentials
 from .errors import AuthError, RegistryError
+from .fsutil import write_if_changed
 
 log = logging.getLogger(__name__)
 
@@ -175,6 +179,21 @@ def describe_failure(err: BaseException, timeout: float) -> tuple[str, bool]:
     return type(err).__name__, False
 
 
+# Token realms learned from registries' challenges, by registry, shared by every transport of this
+# process and saved between runs (`save_realms`), so that even the first request of a run fetches its
+# token first instead of collecting a 401.
+_REALMS: dict[str, dict[str, str]] = {}
+
+
+def load_realms(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError, ValueError):
+        _REALMS.update(json.loads(path.read_text()))
+
+
+def save_realms(path: Path) -> None:
+    write_if_changed(path, (json.dumps(_REALMS, indent=1, sort_keys=True) + "\n").encode())
+
+
 class RegistryTransport:
     """A requests session for one registry host, with its credentials, token cache and slots."""
 
@@ -202,13 +221,30 @@ class RegistryTransport:
         self._lock = threading.Lock()
         self._scope_locks: dict[str, threading.Lock] = {}
         self._unreachable: str | None = None
+        self._learning = threading.Lock()
+        self._learned = threading.Event()
+        if registry in _REALMS:
+            self._bearer = dict(_REALMS[registry])
+            self._learned.set()
         self._ratelimit_logged = False
 
     def request(self, method: str, url: str, scope: str, **kwargs: Any) -> requests.Response:
         """Send a request, answering one authentication challenge if the registry sends one.
 
         With `stream=True` the caller must close the response (it holds a connection slot).
+        The first request to a registry goes alone: it learns how the registry authenticates, so the
+        concurrent requests behind it fetch their token first instead of each collecting a 401.
         """
+        if not self._learned.is_set():
+            with self._learning:
+                if not self._learned.is_set():
+                    try:
+                        return self._request(method, url, scope, **kwargs)
+                    finally:
+                        self._learned.set()
+        return self._request(method, url, scope, **kwargs)
+
+    def _request(self, method: str, url: str, scope: str, **kwargs: Any) -> requests.Response:
         kwargs.setdefault("timeout", self.timeout)
         headers = dict(kwargs.pop("headers", {}) or {})
         self._authorize(headers, scope)
@@ -292,7 +328,15 @@ class RegistryTransport:
             with self._scope_lock(scope):
                 token = self._valid_token(scope)
                 if token is None:
-                    self._fetch_token(self._bearer, scope)
+                    try:
+                        self._fetch_token(self._bearer, scope)
+                    except RegistryError:
+                        if self._bearer is None or _REALMS.get(self.registry) != self._bearer:
+                            raise
+                        # A realm remembered from an earlier run may be gone: learn it again.
+                        with self._lock:
+                            self._bearer = None
+                            _REALMS.pop(self.registry, None)
                     token = self._valid_token(scope)
         if token is not None:
             headers["Authorization"] = f"Bearer {token}"
@@ -315,6 +359,7 @@ class RegistryTransport:
             raise AuthError(f"registry {self.registry}: unsupported authentication challenge {scheme!r}")
         with self._lock:
             self._bearer = {k: v for k, v in params.items() if k != "scope"}
+            _REALMS[self.registry] = self._bearer
         with self._scope_lock(scope):
             token = self._valid_token(scope)
             if token is not None and f"Bearer {token}" != sent:
