@@ -6,6 +6,7 @@
     unpacked flatten        build one flat image from its extracted layers
     unpacked publish        link a published name to its flat image and write its metadata
     unpacked summary        print this run's failures; exit 1 unless all are ignorable
+    unpacked gc             remove unreferenced flats, layers and blobs; --prune unpublishes dropped names
 
 Errors are caught here, once, and printed as one line naming the image and what to do.
 """
@@ -125,6 +126,27 @@ def cmd_summary(args: argparse.Namespace) -> None:
         raise SystemExit(1)
 
 
+def cmd_gc(args: argparse.Namespace) -> None:
+    from . import gc
+    from .publish import make_publisher
+    from .recipe import load_recipe
+
+    settings = _settings(args.settings)
+    store = _store(settings)
+    plan = gc.Plan()
+    if args.prune:
+        plan = gc.plan_prune(store, load_recipe(Path(settings["recipe"])))
+        gc.guard(plan, store, args.max_fraction, args.force)
+    # Links are counted before pruning: flats that only pruned links used go at the next collection.
+    collected = gc.plan_collect(store, args.grace_days)
+    plan.flats, plan.layers, plan.blobs = collected.flats, collected.layers, collected.blobs
+    for line in plan.lines():
+        print(("would remove " if args.dry_run else "removing ") + line)
+    if not args.dry_run:
+        gc.execute(plan, store, make_publisher(settings, store))
+    print(f"unpacked gc: {gc.summary(plan)}{' (dry run)' if args.dry_run else ''}")
+
+
 def _record_failure(args: argparse.Namespace, err: Exception) -> None:
     """Leave a failure record for the end-of-run summary (best effort)."""
     from .failures import record_job_failure
@@ -175,6 +197,12 @@ def parser() -> argparse.ArgumentParser:
     publish.add_argument("--marker", required=True)
     summary = job("summary", cmd_summary, "print this run's failures")
     summary.add_argument("--resolution-only", action="store_true", help="only entries that failed to resolve")
+    collect = job("gc", cmd_gc, "remove unreferenced flat images, layers and blobs (and pruned names)")
+    collect.add_argument("--grace-days", type=float, default=7, help="keep anything younger than this")
+    collect.add_argument("--prune", action="store_true", help="also unpublish names no recipe entry asks for")
+    collect.add_argument("--max-fraction", type=float, default=0.2, help="prune guard: most links removed at once")
+    collect.add_argument("--force", action="store_true", help="prune past the guard")
+    collect.add_argument("--dry-run", action="store_true", help="list what would be removed, remove nothing")
     resolve = sub.add_parser("resolve", help="resolve tags and manifests")
     resolve.add_argument("--config", type=Path, default=Path("config/config.yaml"))
     resolve.set_defaults(func=cmd_resolve)

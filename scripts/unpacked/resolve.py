@@ -107,6 +107,10 @@ class Resolver:
             raise UnpackedError(f"{ref}: the tag pattern {ref.tag!r} matches none of the {len(tags)} tags")
         return [ref.with_tag(tag) for tag in matched]
 
+    def _documents_stored(self, state: dict[str, Any]) -> bool:
+        """True if the manifest and config a state names are still in the store (not collected)."""
+        return all(self.store.blob(state[key]).exists() for key in ("manifest_digest", "config_digest"))
+
     def resolve_one(self, ref: ImageRef) -> list[dict[str, Any]]:
         """The states of one concrete reference: its main image first, then its `.multiarch` links.
 
@@ -121,7 +125,10 @@ class Resolver:
         platforms = self.config["platforms"]
         if old and old.get("source_digest") == source_digest and old.get("platforms") == platforms:
             variants = [_read_json(self.store.state(n)) for n in old.get("multiarch", [])]
-            if all(v and v.get("source_digest") == source_digest for v in variants):
+            if all(v and v.get("source_digest") == source_digest for v in variants) and all(
+                self._documents_stored(state)
+                for state in [old, *variants]  # type: ignore[list-item]
+            ):
                 return [old, *variants]  # type: ignore[list-item]
         what = f"{ref}"
         data = self._document(ref, source_digest, fetch_manifest=True)
