@@ -140,14 +140,11 @@ class _LayerWriter:
             self.implicit.discard(rel)
             self.dir_meta[rel] = member
             return
-        self._clear(rel, keep_dir=False)
         if member.isreg():
-            source = tar.extractfile(member)
-            assert source is not None
-            fd = os.open(full, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-            with os.fdopen(fd, "wb") as out:
-                shutil.copyfileobj(source, out, 1 << 20)
-        elif member.issym():
+            self._write_file(rel, full, member, tar)
+            return
+        self._clear(rel, keep_dir=False)
+        if member.issym():
             os.symlink(member.linkname, full)
         elif member.islnk():
             self._hardlink(rel, member)
@@ -161,6 +158,25 @@ class _LayerWriter:
         else:
             raise LayerError(f"{self.what}: entry {member.name!r} has unsupported type {member.type!r}")
         apply_metadata(full, member)
+
+    def _write_file(self, rel: str, full: str, member: tarfile.TarInfo, tar: tarfile.TarFile) -> None:
+        """Create a regular file (the hot path: open, write, metadata by descriptor, close)."""
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        try:
+            fd = os.open(full, flags, 0o600)
+        except FileExistsError:  # an earlier entry of this layer is there: the last one wins
+            self._clear(rel, keep_dir=False)
+            fd = os.open(full, flags, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            source = tar.extractfile(member)
+            assert source is not None
+            shutil.copyfileobj(source, out, 1 << 20)
+            out.flush()
+            if IS_ROOT:
+                os.fchown(fd, _owner_id(member.uid), _owner_id(member.gid))
+            os.fchmod(fd, stat.S_IMODE(member.mode))  # after chown, which clears setuid bits
+            mtime = _mtime(member)
+            os.utime(fd, (mtime, mtime))
 
     def _whiteout(self, rel: str, base: str, member: tarfile.TarInfo) -> None:
         parent = rel.rpartition("/")[0]
@@ -213,8 +229,13 @@ def apply_metadata(path: str, member: tarfile.TarInfo, extra_mode: int = 0) -> N
         os.lchown(path, _owner_id(member.uid), _owner_id(member.gid))
     if not is_link:
         os.chmod(path, stat.S_IMODE(member.mode) | extra_mode)  # after chown, which clears setuid bits
-    mtime = member.mtime if 0 <= member.mtime < 2**33 else 0
+    mtime = _mtime(member)
     os.utime(path, (mtime, mtime), follow_symlinks=False)
+
+
+def _mtime(member: tarfile.TarInfo) -> float:
+    """The entry's mtime, or the epoch when it is out of range."""
+    return member.mtime if 0 <= member.mtime < 2**33 else 0
 
 
 def max_layer_bytes() -> int:
