@@ -149,3 +149,14 @@ def test_layer_index_records_whiteouts_and_skipped_devices(tmp_path: Path) -> No
 
 # Hostile entries and streams (path traversal, symlinks, whiteout names, truncation, bombs, diff_ids)
 # are in test_hostile.py.
+
+
+def test_opaque_directory_replacing_a_lower_symlink_leaves_its_target_alone(tmp_path: Path) -> None:
+    """`rm /lib && mkdir /lib` on an overlay builder: an explicit `lib/`, an opaque marker, a file."""
+    first = oci.TarLayer().add_dir("usr").add_dir("usr/lib").add_file("usr/lib/libc.so", b"c")
+    first.add_symlink("lib", "usr/lib")
+    second = oci.TarLayer().add_dir("lib").add_opaque("lib").add_file("lib/new", b"n").add_whiteout("lib/libc.so")
+    flat = build(tmp_path, [first.tar_bytes(), second.tar_bytes()])
+    assert (flat / "lib").is_dir() and not (flat / "lib").is_symlink()
+    assert os.listdir(flat / "lib") == ["new"]
+    assert (flat / "usr/lib/libc.so").read_bytes() == b"c", "the symlink's target is not whited out"

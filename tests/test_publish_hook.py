@@ -100,3 +100,16 @@ def test_hook_publisher_needs_all_three_commands(tmp_path: Path, registry: Local
     assert done.returncode != 0
     assert "config: publisher: 'commit' is a required property" in done.stdout + done.stderr
     assert not (tmp_path / "run/cvmfs").exists(), "refused before anything is written"
+
+
+def test_failed_commit_aborts_the_transaction(tmp_path: Path, registry: LocalRegistry, repo_name: str) -> None:
+    oci.push(registry, f"{repo_name}/app", "1", oci.build_image([oci.TarLayer().add_file("a", b"a").tar_bytes()]))
+    state = tmp_path / "fake-cvmfs"
+    state.mkdir()
+    hooks = fake_cvmfs_hooks(state)
+    hooks["commit"] = f"echo commit-failed >> {state / 'journal'}; exit 3"
+    configure(tmp_path / "run", registry, [f"{repo_name}/app:1"], hooks)
+    done = run(tmp_path / "run")
+    assert done.returncode != 0
+    assert (state / "journal").read_text().split() == ["begin", "commit-failed", "abort"]
+    assert not (state / "transaction.open").exists(), "no transaction is left open for the next run"

@@ -107,3 +107,12 @@ def test_missing_recipe_file(tmp_path: Path) -> None:
 def test_parse_recipe_names_source() -> None:
     with pytest.raises(RecipeError, match=r"recipe inline.yaml: entry 1: .*no tag or digest"):
         parse_recipe(["quay.io/a/b"], source="inline.yaml")
+
+
+def test_two_entries_publishing_the_same_name_are_refused() -> None:
+    digest = "sha256:" + "a" * 64
+    with pytest.raises(RecipeError) as info:
+        parse_recipe(["quay.io/org/app:1", f"quay.io/org/app:1@{digest}"], source="r.yaml")
+    message = str(info.value)
+    assert "entries 1" in message and "and 2" in message
+    assert "both be published as quay.io/org/app:1" in message

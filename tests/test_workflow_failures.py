@@ -228,3 +228,32 @@ def test_kill_9_during_extraction_then_rerun_completes(
     assert len(list((flat / "data").iterdir())) == 40
     assert workdir.run("-n").stdout.count("rule ") == 0, "nothing left to do"
     assert not [p for p in tree(workdir.root) + tree(layers) if ".tmp-" in p]
+
+
+def test_second_run_on_the_same_work_directory_waits_its_turn(
+    workdir: Workdir, registry: LocalRegistry, repo_name: str
+) -> None:
+    big = oci.TarLayer()
+    for number in range(30):
+        big.add_file(f"data/blob{number}", os.urandom(2 << 20))
+    oci.push(registry, f"{repo_name}/big", "1", oci.build_image([big.tar_bytes()]))
+    workdir.configure([f"http://{registry.host}/{repo_name}/big:1"])
+    first = subprocess.Popen(
+        snakemake_command(workdir.directory),
+        env=workdir.env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not list((workdir.directory / "work/logs").rglob("*.log")):
+            time.sleep(0.01)  # the first run has resolved and started its jobs
+        assert first.poll() is None, "the first run ended too early for this test"
+        second = workdir.run("-n")
+        assert second.returncode != 0
+        assert "is in use by a running sync (pid" in second.stdout + second.stderr
+    finally:
+        first.wait(timeout=300)
+    assert first.returncode == 0
+    assert workdir.run("-n").returncode == 0, "free again once the first run has finished"

@@ -24,6 +24,8 @@ from .errors import UnpackedError
 from .store import Store
 
 log = logging.getLogger("unpacked")
+# The commands the workflow's jobs run: their failures are recorded for the end-of-run summary.
+JOB_COMMANDS = ("fetch-blob", "extract-layer", "flatten", "publish")
 
 
 def _settings(path: Path) -> dict[str, Any]:
@@ -80,8 +82,15 @@ def cmd_flatten(args: argparse.Namespace) -> None:
     config = json.loads(store.blob(state["config_digest"]).read_text())
     layers = [store.layer(layer["digest"]) for layer in state["layers"]]
     diff_ids = [layer["diff_id"] for layer in state["layers"]]
-    files = flatten_image(layers, diff_ids, config, store.built_flat(state["config_digest"]), state["reference"])
-    marker = {"config_digest": state["config_digest"], "files": files}
+    dest = store.built_flat(state["config_digest"])
+    if dest.is_dir():
+        # Content-addressed and only ever created by a rename: an existing tree is complete and may
+        # be in use (published), so it is kept rather than rebuilt and swapped under its users.
+        log.info("%s: flat image %s already built; kept", state["reference"], dest)
+        marker = {"config_digest": state["config_digest"], "kept": True}
+    else:
+        files = flatten_image(layers, diff_ids, config, dest, state["reference"])
+        marker = {"config_digest": state["config_digest"], "files": files}
     write_atomic(Path(args.marker), json.dumps(marker, indent=1).encode())
 
 
@@ -130,9 +139,11 @@ def cmd_gc(args: argparse.Namespace) -> None:
     from . import gc
     from .publish import make_publisher
     from .recipe import load_recipe
+    from .workflow import hold_run_lock
 
     settings = _settings(args.settings)
     store = _store(settings)
+    hold_run_lock(store)  # never while a sync runs in this work directory
     plan = gc.Plan()
     if args.prune:
         plan = gc.plan_prune(store, load_recipe(Path(settings["recipe"])))
@@ -147,27 +158,43 @@ def cmd_gc(args: argparse.Namespace) -> None:
     print(f"unpacked gc: {gc.summary(plan)}{' (dry run)' if args.dry_run else ''}")
 
 
+def _images_affected(args: argparse.Namespace, store: Store) -> list[str]:
+    """Every resolved image a failed job leaves out of date, not only the one it ran for."""
+    from .resolve import load_resolution
+
+    if args.command == "publish":
+        return [args.image]
+    images = load_resolution(store).images
+    if args.command == "flatten":
+        config = images[args.image]["config_digest"] if args.image in images else None
+        return [name for name, state in images.items() if state["config_digest"] == config] or [args.image]
+    return [
+        name
+        for name, state in images.items()
+        if args.digest == state["config_digest"] or any(layer["digest"] == args.digest for layer in state["layers"])
+    ] or [getattr(args, "image", None) or args.digest]
+
+
+def _failure_key(args: argparse.Namespace) -> str:
+    return getattr(args, "image", None) if args.command in ("flatten", "publish") else args.digest
+
+
 def _record_failure(args: argparse.Namespace, err: Exception) -> None:
     """Leave a failure record for the end-of-run summary (best effort)."""
     from .failures import record_job_failure
 
     try:
-        settings = _settings(args.settings)
-        store = _store(settings)
-        if getattr(args, "image", None):
-            images = [args.image]
-        else:
-            from .resolve import load_resolution
-
-            images = [
-                name
-                for name, state in load_resolution(store).images.items()
-                if any(layer["digest"] == args.digest for layer in state["layers"])
-            ]
-        key = getattr(args, "image", None) or args.digest
-        record_job_failure(store, args.command, key, str(err), images)
+        store = _store(_settings(args.settings))
+        record_job_failure(store, args.command, _failure_key(args), str(err), _images_affected(args, store))
     except Exception as inner:  # the original error matters more than this record
         log.warning("could not record the failure: %s", inner)
+
+
+def _clear_failure(args: argparse.Namespace) -> None:
+    """A job that succeeds takes back the failure an earlier (e.g. offline) attempt recorded."""
+    from .failures import clear_job_failure
+
+    clear_job_failure(_store(_settings(args.settings)), args.command, _failure_key(args))
 
 
 def parser() -> argparse.ArgumentParser:
@@ -218,14 +245,16 @@ def main(argv: list[str] | None = None) -> None:
     )
     try:
         args.func(args)
+        if args.command in JOB_COMMANDS:
+            _clear_failure(args)
     except UnpackedError as err:
         log.error("%s", err)
-        if args.command in ("fetch-blob", "extract-layer", "flatten", "publish"):
+        if args.command in JOB_COMMANDS:
             _record_failure(args, err)
         raise SystemExit(1) from None
     except Exception as err:  # an unexpected failure still names the job and is recorded
         log.error("%s: %s: %s", args.command, type(err).__name__, err)
-        if args.command in ("fetch-blob", "extract-layer", "flatten", "publish"):
+        if args.command in JOB_COMMANDS:
             _record_failure(args, err)
         raise SystemExit(1) from None
 

@@ -30,6 +30,7 @@ from .paths import clean_entry_name, resolve_in_root, resolve_parent
 log = logging.getLogger(__name__)
 WHITEOUT_PREFIX = ".wh."
 OPAQUE_MARKER = ".wh..wh..opq"
+AUFS_META_PREFIX = ".wh..wh."
 # Default bound on one layer's uncompressed size (a decompression bomb fails instead of filling disks);
 # the environment variable MAX_LAYER_BYTES_ENV overrides it (docs/policy.md).
 DEFAULT_MAX_LAYER_BYTES = 64 << 30
@@ -183,8 +184,10 @@ class _LayerWriter:
         if base == OPAQUE_MARKER:
             self.index.opaques.append(parent)
             return
+        if base.startswith(AUFS_META_PREFIX):
+            return  # aufs bookkeeping (.wh..wh.plnk, .wh..wh.aufs) in old Docker layers: not image content
         name = base[len(WHITEOUT_PREFIX) :]
-        if name in ("", ".", "..") or name.startswith(WHITEOUT_PREFIX[:-1] + "wh."):
+        if name in ("", ".", ".."):
             raise LayerError(f"{self.what}: entry {member.name!r} is an invalid whiteout; refused")
         self.index.whiteouts.append(f"{parent}/{name}" if parent else name)
 

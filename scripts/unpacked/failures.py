@@ -7,6 +7,7 @@ exit code: a run fails unless every failed input matches the recipe's `ignoreErr
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -28,10 +29,27 @@ def clear_job_failures(store: Store) -> None:
     remove_tree(failures_dir(store))
 
 
+def _record_path(store: Store, action: str, key: str) -> Path:
+    # Keys are digests or published names: a hash keeps distinct keys apart in one flat directory.
+    return failures_dir(store) / f"{action}-{hashlib.sha256(key.encode()).hexdigest()[:32]}.json"
+
+
 def record_job_failure(store: Store, action: str, key: str, error: str, images: list[str]) -> None:
     document = {"action": action, "key": key, "error": error, "images": images, "time": time.time()}
-    safe_key = key.replace("/", "_").replace(":", "_")
-    write_atomic(failures_dir(store) / f"{action}-{safe_key}.json", json.dumps(document, indent=1).encode())
+    write_atomic(_record_path(store, action, key), json.dumps(document, indent=1).encode())
+
+
+def clear_job_failure(store: Store, action: str, key: str) -> None:
+    _record_path(store, action, key).unlink(missing_ok=True)
+
+
+def is_published(store: Store, name: str, state: dict[str, Any]) -> bool:
+    """True if the publish job ran for exactly this state (not for an older version of the tag)."""
+    try:
+        marker = json.loads(store.published_marker(name).read_text())
+    except (FileNotFoundError, ValueError):
+        return False
+    return all(marker.get(key) == state[key] for key in ("source_digest", "config_digest"))
 
 
 def failures_recorded(store: Store) -> bool:
@@ -45,14 +63,14 @@ def collect(store: Store, recipe: Recipe, resolution_only: bool = False) -> list
     found = list(resolution.failures)
     if resolution_only:
         return found
-    recorded = {name for path in failures_dir(store).glob("*.json") for name in json.loads(path.read_text())["images"]}
+    records = [json.loads(path.read_text()) for path in sorted(failures_dir(store).glob("*.json"))]
+    recorded = {name for record in records for name in record["images"]}
     for name, state in sorted(resolution.images.items()):
-        # An image whose job never ran (e.g. an interrupted run) is not in sync either.
-        if name not in recorded and not store.published_marker(name).exists():
+        # An image whose jobs never ran (e.g. an interrupted run) is not in sync either.
+        if name not in recorded and not is_published(store, name, state):
             ignored = recipe.is_ignored(parse_reference(state["reference"]))
             found.append({"reference": state["reference"], "error": "not published yet", "ignored": ignored})
-    for path in sorted(failures_dir(store).glob("*.json")):
-        record = json.loads(path.read_text())
+    for record in records:
         for name in record["images"]:
             state = resolution.images.get(name, {})
             reference = state.get("reference", name)

@@ -12,7 +12,6 @@ The tree is built in a private staging directory next to its final place and ren
 from __future__ import annotations
 
 import errno
-import json
 import logging
 import os
 import shutil
@@ -45,7 +44,10 @@ class _Flattener:
         prefix = rel + "/"
         self.dir_meta = {k: v for k, v in self.dir_meta.items() if k != rel and not k.startswith(prefix)}
 
-    def apply_deletions(self, index: LayerIndex) -> None:
+    def apply_deletions(self, index: LayerIndex, layer_root: str) -> None:
+        implicit = set(index.implicit_dirs)
+        for path in index.opaques + index.whiteouts:
+            self._replace_explicit_ancestors(layer_root, path, implicit)
         for opaque in index.opaques:
             rel = resolve_in_root(self.root, opaque, self.what) if opaque else ""
             full = self._abs(rel)
@@ -56,6 +58,24 @@ class _Flattener:
             rel = resolve_parent(self.root, whiteout, self.what)
             if os.path.lexists(self._abs(rel)):
                 self._delete(rel)
+
+    def _replace_explicit_ancestors(self, layer_root: str, path: str, implicit: set[str]) -> None:
+        """Remove lower non-directories (e.g. `lib -> usr/lib`) where this layer has a real directory.
+
+        The merge replaces them anyway (rule 4); doing it first keeps this layer's whiteouts and
+        opaque markers from reaching through a lower symlink into its target (`rm /lib; mkdir /lib`
+        on an overlay builder gives `lib/` plus an opaque marker, and must leave `usr/lib` alone).
+        """
+        parts = path.split("/") if path else []
+        for depth in range(1, len(parts) + 1):
+            ancestor = "/".join(parts[:depth])
+            if ancestor in implicit or not os.path.isdir(os.path.join(layer_root, ancestor)):
+                return  # this layer does not say what is here: lower symlinks are followed
+            rel = resolve_parent(self.root, ancestor, self.what)
+            full = self._abs(rel)
+            if os.path.lexists(full) and (os.path.islink(full) or not os.path.isdir(full)):
+                self._delete(rel)
+                return
 
     def merge(self, layer_root: str, index: LayerIndex) -> None:
         implicit = set(index.implicit_dirs)
@@ -182,11 +202,12 @@ def flatten_image(layer_dirs: list[Path], diff_ids: list[str], image_config: dic
                 msg = f"{what}: layer {number} ({layer_dir.name}) has diff_id {index.diff_id}, config says {diff_id}"
                 raise LayerError(msg)
             flattener.what = f"{what}: layer {number} ({diff_id})"
-            flattener.apply_deletions(index)
+            flattener.apply_deletions(index, str(layer_dir / "rootfs"))
             flattener.merge(str(layer_dir / "rootfs"), index)
         flattener.what = what
-        flattener.finish()
+        # Before the final directory modes: an image's read-only /etc or /var must still take them.
         write_sandbox_files(staging, image_config)
+        flattener.finish()
         os.chmod(staging, 0o755)
         replace_dir(staging, dest)
     except BaseException:
@@ -200,7 +221,3 @@ def flatten_image(layer_dirs: list[Path], diff_ids: list[str], image_config: dic
         time.monotonic() - started,
     )
     return flattener.files
-
-
-def load_config(path: Path) -> dict:
-    return json.loads(path.read_text())

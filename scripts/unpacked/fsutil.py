@@ -89,8 +89,9 @@ def fresh_staging(dest: Path) -> Path:
     directory of the same `dest` belongs to a build that was interrupted.
     """
     dest.parent.mkdir(parents=True, exist_ok=True)
-    for stale in dest.parent.glob(f".{dest.name}.tmp-*"):
-        remove_tree(stale)
+    for pattern in (f".{dest.name}.tmp-*", f".{dest.name}.old-*"):  # killed builds, killed swaps
+        for stale in dest.parent.glob(pattern):
+            remove_tree(stale)
     staging = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
     os.mkdir(staging, 0o700)
     return staging

@@ -24,7 +24,6 @@ from .errors import PublishError
 from .fsutil import remove_tree
 from .publish import DirectoryPublisher
 from .recipe import Recipe
-from .resolve import load_resolution
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -94,7 +93,13 @@ def plan_collect(store: Store, grace_days: float) -> Plan:
         if str(flat.resolve()) not in linked and _older_than(marker if marker.exists() else flat, cutoff):
             plan.flats.append(flat)
     used: set[str] = set()
-    for state in load_resolution(store).images.values():
+    # Every state on disk, not only this resolution's: an image whose registry was down when it was
+    # last resolved keeps its documents and layers.
+    for path in store.work.glob("state/images/**/*.json"):
+        try:
+            state = json.loads(path.read_text())
+        except ValueError:
+            continue
         used.update(layer["digest"].split(":")[1] for layer in state["layers"])
         used.update(state[key].split(":")[1] for key in ("config_digest", "manifest_digest", "source_digest"))
     for built in sorted(store.work.glob("flat/*/*")):  # copies a transaction publisher has published
@@ -136,9 +141,10 @@ def execute(plan: Plan, store: Store, publisher: DirectoryPublisher) -> None:
                 log.info("removed flat image %s", flat)
     for path in plan.layers + plan.blobs:
         remove_tree(path)
-    for link in plan.links:  # so that a recipe entry added back is published again
-        marker = store.published_marker(link.relative_to(store.root).as_posix())
-        remove_tree(marker)
+    for link in plan.links:  # forget them: an entry added back is resolved and published again
+        name = link.relative_to(store.root).as_posix()
+        remove_tree(store.published_marker(name))
+        remove_tree(store.state(name))
 
 
 def summary(plan: Plan) -> str:

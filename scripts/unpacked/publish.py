@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import PublishError
-from .fsutil import write_atomic
+from .fsutil import fresh_staging, remove_tree, write_atomic, write_if_changed
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -71,12 +71,22 @@ class DirectoryPublisher:
         final_flat = store.flat(state["config_digest"])
         if flat.resolve() != final_flat.resolve() and not final_flat.exists():
             # Built outside the root (transaction publishers): copy it in, then rename.
-            staging = final_flat.with_name(f".{final_flat.name}.tmp-{os.getpid()}")
-            shutil.copytree(flat, staging, symlinks=True)
-            os.rename(staging, final_flat)
+            staging = fresh_staging(final_flat)
+            try:
+                shutil.copytree(flat, staging, symlinks=True, dirs_exist_ok=True)
+                os.chmod(staging, 0o755)
+                os.rename(staging, final_flat)
+            except BaseException:
+                remove_tree(staging)
+                raise
+        if not final_flat.is_dir():
+            raise PublishError(f"{state['reference']}: flat image {final_flat} is missing; run the workflow again")
         target = relative_link_target(name, final_flat, store.root)
-        changed = swap_symlink(store.link(name), target)
+        link = store.link(name)
+        changed = not (link.is_symlink() and os.readlink(link) == target)
+        # Metadata first: a link never points at an image its metadata does not describe.
         self._write_metadata(state, changed)
+        swap_symlink(link, target)
         log.info("%s: published -> %s%s", state["reference"], target, "" if changed else " (unchanged)")
 
     def _write_metadata(self, state: dict[str, Any], changed: bool) -> None:
@@ -85,8 +95,8 @@ class DirectoryPublisher:
         old: dict[str, Any] = {}
         with contextlib.suppress(FileNotFoundError, ValueError):
             old = json.loads((meta / "record.json").read_text())
-        write_atomic(meta / "manifest.json", self.store.blob(state["manifest_digest"]).read_bytes())
-        write_atomic(meta / "config.json", self.store.blob(state["config_digest"]).read_bytes())
+        write_if_changed(meta / "manifest.json", self.store.blob(state["manifest_digest"]).read_bytes())
+        write_if_changed(meta / "config.json", self.store.blob(state["config_digest"]).read_bytes())
         record = {
             "reference": state["reference"],
             "source_digest": state["source_digest"],
@@ -123,10 +133,20 @@ class HookPublisher(DirectoryPublisher):
             self._run("begin")
             try:
                 yield
-            except BaseException:
-                self._run("abort")
+            except BaseException as err:
+                self._abort_after(err)
                 raise
-            self._run("commit")
+            try:
+                self._run("commit")
+            except PublishError as err:
+                self._abort_after(err)  # a transaction left open would refuse every later begin
+                raise
+
+    def _abort_after(self, err: BaseException) -> None:
+        try:
+            self._run("abort")
+        except PublishError as abort_err:
+            raise PublishError(f"{abort_err} (after: {err})") from err
 
 
 def make_publisher(config: dict[str, Any], store: Store) -> DirectoryPublisher:

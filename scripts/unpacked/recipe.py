@@ -68,6 +68,7 @@ def parse_recipe(document: object, source: str = "<recipe>") -> Recipe:
 
     images: list[ImageRef] = []
     seen: set[ImageRef] = set()
+    published: dict[str, tuple[int, ImageRef]] = {}
     for number, entry in enumerate(entries, start=1):
         if not isinstance(entry, str):
             raise RecipeError(f"recipe {source}: entry {number} ({entry!r}) is not a string")
@@ -75,7 +76,16 @@ def parse_recipe(document: object, source: str = "<recipe>") -> Recipe:
             ref = parse_reference(entry)
         except ImageReferenceError as err:
             raise RecipeError(f"recipe {source}: entry {number}: {err}") from None
-        if ref not in seen:
-            seen.add(ref)
-            images.append(ref)
+        if ref in seen:
+            continue
+        other = published.get(ref.published_name)
+        if other is not None:
+            msg = (
+                f"recipe {source}: entries {other[0]} ({other[1]}) and {number} ({ref}) would both be "
+                f"published as {ref.published_name}; keep one of them"
+            )
+            raise RecipeError(msg)
+        published[ref.published_name] = (number, ref)
+        seen.add(ref)
+        images.append(ref)
     return Recipe(images=images, ignore_errors=list(ignore), source=source)

@@ -123,7 +123,12 @@ class Resolver:
         else:
             source_digest = self.client(ref).head_manifest(ref.api_repository, ref.manifest_reference)
         platforms = self.config["platforms"]
-        if old and old.get("source_digest") == source_digest and old.get("platforms") == platforms:
+        if (
+            old
+            and old.get("source_digest") == source_digest
+            and old.get("platforms") == platforms
+            and old.get("reference") == str(ref)
+        ):
             variants = [_read_json(self.store.state(n)) for n in old.get("multiarch", [])]
             if all(v and v.get("source_digest") == source_digest for v in variants) and all(
                 self._documents_stored(state)
@@ -252,15 +257,15 @@ class Resolver:
             for ref, future in expansions.items():
                 try:
                     concrete.extend(future.result())
-                except UnpackedError as err:
-                    failed(ref, err)
+                except Exception as err:  # one bad entry or registry answer never stops the others
+                    failed(ref, _named(err))
             unique = list(dict.fromkeys(concrete))
             states = {ref: pool.submit(self.resolve_one, ref) for ref in unique}
             for ref, future in states.items():
                 try:
                     resolved = future.result()
-                except UnpackedError as err:
-                    failed(ref, err)
+                except Exception as err:  # one bad entry or registry answer never stops the others
+                    failed(ref, _named(err))
                     continue
                 for state in resolved:
                     result.images[state["name"]] = state
@@ -290,6 +295,13 @@ def load_resolution(store: Store) -> Resolution:
         if state is not None:
             images[name] = state
     return Resolution(images=images, failures=index.get("failures", []), notices=index.get("notices", []))
+
+
+def _named(err: Exception) -> Exception:
+    """Our own errors as they are; anything else (a malformed answer we did not foresee) named."""
+    if isinstance(err, UnpackedError):
+        return err
+    return UnpackedError(f"unexpected {type(err).__name__} while resolving: {err}")
 
 
 def _dump(document: dict[str, Any]) -> bytes:

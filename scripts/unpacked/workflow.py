@@ -5,13 +5,17 @@ Kept here, not in `rules/common.smk`, so that it is typed, tested and shared wit
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
+import os
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from .config import validate_config
+from .errors import UnpackedError
 from .failures import clear_job_failures
 from .fsutil import write_if_changed
 from .recipe import load_recipe
@@ -73,6 +77,39 @@ def show_progress() -> None:
         logger.propagate = False
 
 
+# Work directories this process holds the run lock of (kept open until the process ends).
+_RUN_LOCKS: dict[Path, IO[str]] = {}
+
+
+def hold_run_lock(store: Store) -> None:
+    """Make this process the only run using the work directory, until it exits.
+
+    Resolution rewrites state files that the jobs of a running sync read, so a second `snakemake`
+    (even `-n`) on the same work directory must wait for the first. The lock is an flock: it goes
+    away with the process, also after a kill -9.
+    """
+    path = (store.work / "state" / "run.lock").resolve()
+    if path in _RUN_LOCKS:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(path, "a+")  # noqa: SIM115 - held for the life of the process
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        msg = (
+            f"work directory {store.work} is in use by a running sync ({holder}); wait for it to finish, then run again"
+        )
+        raise UnpackedError(msg) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+    handle.flush()
+    _RUN_LOCKS[path] = handle
+
+
 def prepare(config: dict[str, Any] | Path, main_process: bool) -> Plan:
     """Validate the config and resolve the recipe (main process, online) or load the last resolution."""
     if isinstance(config, Path):
@@ -85,6 +122,8 @@ def prepare(config: dict[str, Any] | Path, main_process: bool) -> Plan:
     settings = validate_config(config)
     store = store_for(settings)
     write_if_changed(store.settings, (json.dumps(settings, indent=1, sort_keys=True) + "\n").encode())
+    if main_process:
+        hold_run_lock(store)
     if main_process and not settings["offline"]:
         show_progress()
         clear_job_failures(store)
