@@ -113,6 +113,8 @@ class _LayerWriter:
         if keep_dir and stat.S_ISDIR(st.st_mode):
             return True
         remove_tree(Path(full))
+        if not stat.S_ISDIR(st.st_mode):
+            return False  # a file or link: nothing below it to forget
         prefix = rel + "/"
         self.real_dirs = {d for d in self.real_dirs if d != rel and not d.startswith(prefix)}
         # Forget the metadata of directories that are gone: applied later, it would go wherever an

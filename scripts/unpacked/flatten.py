@@ -40,9 +40,12 @@ class _Flattener:
         return os.path.join(self.root, rel) if rel else self.root
 
     def _delete(self, rel: str) -> None:
-        remove_tree(Path(self._abs(rel)))
-        prefix = rel + "/"
-        self.dir_meta = {k: v for k, v in self.dir_meta.items() if k != rel and not k.startswith(prefix)}
+        full = self._abs(rel)
+        was_dir = os.path.isdir(full) and not os.path.islink(full)
+        remove_tree(Path(full))
+        if was_dir:  # only a directory can have pending metadata below it (files: the hot path)
+            prefix = rel + "/"
+            self.dir_meta = {k: v for k, v in self.dir_meta.items() if k != rel and not k.startswith(prefix)}
 
     def apply_deletions(self, index: LayerIndex, layer_root: str) -> None:
         implicit = set(index.implicit_dirs)

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import stat
 import tempfile
 from pathlib import Path
+
+
+def json_bytes(document: object) -> bytes:
+    """The one way state and metadata JSON is written: sorted keys, so equal content is equal bytes."""
+    return (json.dumps(document, indent=1, sort_keys=True) + "\n").encode()
 
 
 def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import PublishError
-from .fsutil import fresh_staging, remove_tree, write_atomic, write_if_changed
+from .fsutil import fresh_staging, json_bytes, remove_tree, write_atomic, write_if_changed
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -106,7 +106,7 @@ class DirectoryPublisher:
             "last_synced": now,
             "last_changed": now if changed or "last_changed" not in old else old["last_changed"],
         }
-        write_atomic(meta / "record.json", (json.dumps(record, indent=1, sort_keys=True) + "\n").encode())
+        write_atomic(meta / "record.json", json_bytes(record))
 
 
 class HookPublisher(DirectoryPublisher):

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import UnpackedError, UnsupportedImageError
-from .fsutil import write_atomic, write_if_changed
+from .fsutil import json_bytes, write_atomic, write_if_changed
 from .manifests import (
     INDEX_TYPES,
     check_image_config,
@@ -274,12 +274,12 @@ class Resolver:
                     log.warning("%s: no image for platform(s) %s (not fatal)", ref, ", ".join(missing))
                     result.notices.append({"reference": str(ref), "missing_platforms": missing})
         for name, state in result.images.items():
-            if write_if_changed(self.store.state(name), _dump(state)):
+            if write_if_changed(self.store.state(name), json_bytes(state)):
                 log.info("%s: changed upstream (manifest %s)", state["reference"], state["manifest_digest"])
         index: dict[str, Any] = {"images": sorted(result.images), "failures": result.failures}
         if result.notices:
             index["notices"] = result.notices
-        write_if_changed(self.store.resolved, _dump(index))
+        write_if_changed(self.store.resolved, json_bytes(index))
         save_realms(self.store.realms)
         return result
 
@@ -304,12 +304,8 @@ def _named(err: Exception) -> Exception:
     return UnpackedError(f"unexpected {type(err).__name__} while resolving: {err}")
 
 
-def _dump(document: dict[str, Any]) -> bytes:
-    return (json.dumps(document, indent=1, sort_keys=True) + "\n").encode()
-
-
 def _read_json(path) -> dict[str, Any] | None:  # type: ignore[no-untyped-def]
     try:
         return json.loads(path.read_text())
-    except FileNotFoundError:
+    except (FileNotFoundError, ValueError):  # missing or damaged: resolved again
         return None

@@ -51,7 +51,7 @@ from urllib3.util.retry import Retry
 
 from .credentials import Credentials
 from .errors import AuthError, RegistryError
-from .fsutil import write_if_changed
+from .fsutil import json_bytes, write_if_changed
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +113,8 @@ class RegistryRetry(Retry):
                     retry_after,
                     MAX_WAIT,
                 )
-                raise MaxRetryError(kwargs.get("_pool"), url or "", ResponseError("Retry-After too long"))
+                advice = f"rate limited (HTTP 429); it asks to retry after {retry_after:.0f} s, try again then"
+                raise MaxRetryError(kwargs.get("_pool"), url or "", ResponseError(advice))
         retry = super().increment(method, url, *args, **kwargs)
         what = f"HTTP {response.status}" if response is not None else type(error).__name__
         log.warning("registry %s: %s %s: %s; retrying", self.registry, method, _path(url), what)
@@ -166,6 +167,8 @@ def describe_failure(err: BaseException, timeout: float) -> tuple[str, bool]:
         if isinstance(reason, MaxRetryError) and reason.reason is not None:
             reason = reason.reason
             continue
+        if isinstance(reason, ResponseError) and str(reason).startswith("rate limited"):
+            return str(reason), False
         if isinstance(reason, NewConnectionError):  # (a subclass of ConnectTimeoutError)
             return "cannot connect (connection refused or host unreachable)", True
         if isinstance(reason, ConnectTimeoutError | requests.ConnectTimeout):
@@ -191,7 +194,7 @@ def load_realms(path: Path) -> None:
 
 
 def save_realms(path: Path) -> None:
-    write_if_changed(path, (json.dumps(_REALMS, indent=1, sort_keys=True) + "\n").encode())
+    write_if_changed(path, json_bytes(_REALMS))
 
 
 class RegistryTransport:
@@ -277,7 +280,7 @@ class RegistryTransport:
             reason, unreachable = describe_failure(err, self.timeout)
             if unreachable:
                 self._unreachable = f"unreachable earlier in this run ({reason})"
-            msg = f"registry {self.registry}: {method} {_path(url)} failed after {self.retries} retries: {reason}"
+            msg = f"registry {self.registry}: {method} {_path(url)} failed (up to {self.retries} retries): {reason}"
             raise RegistryError(msg) from err
         except BaseException:
             self._slots.release()

@@ -6,7 +6,6 @@ Kept here, not in `rules/common.smk`, so that it is typed, tested and shared wit
 from __future__ import annotations
 
 import fcntl
-import json
 import logging
 import os
 import socket
@@ -17,7 +16,7 @@ from typing import IO, Any
 from .config import validate_config
 from .errors import UnpackedError
 from .failures import clear_job_failures
-from .fsutil import write_if_changed
+from .fsutil import json_bytes, write_if_changed
 from .recipe import load_recipe
 from .resolve import Resolution, Resolver, load_resolution
 from .store import Store, digest_hex
@@ -121,7 +120,7 @@ def prepare(config: dict[str, Any] | Path, main_process: bool) -> Plan:
         config["offline"] = config["offline"].strip().lower() in ("true", "yes", "1", "on")
     settings = validate_config(config)
     store = store_for(settings)
-    write_if_changed(store.settings, (json.dumps(settings, indent=1, sort_keys=True) + "\n").encode())
+    write_if_changed(store.settings, json_bytes(settings))
     if main_process:
         hold_run_lock(store)
     if main_process and not settings["offline"]:
