@@ -40,7 +40,7 @@ from support import compare, oci
 from support.compare import Difference, Entry
 from support.registry import LocalRegistry, require_binary
 from support.umoci_images import build_layout, skopeo_push
-from support.workflow import run_workflow
+from support.workflow import run_workflow, write_config
 
 pytestmark = pytest.mark.workflow
 
@@ -739,16 +739,8 @@ def unpacked(
     build_debian_image(debian_rootfs, top / "build", registry, REPO_NAME, "debian")
 
     directory = top / "run"
-    (directory / "config").mkdir(parents=True)
     recipe = {"version": 1, "input": [f"http://{registry.host}/{REPO_NAME}:{name}" for name in NAMES]}
-    (directory / "config/recipe.yaml").write_text(json.dumps(recipe))
-    settings = {
-        "recipe": "config/recipe.yaml",
-        "output_root": "output",
-        "work_dir": "work",
-        "registries": {registry.host: {"insecure": True}},
-    }
-    (directory / "config/config.yaml").write_text(json.dumps(settings))
+    write_config(directory, recipe, {registry.host: {"insecure": True}})
     started = time.time()
     done = run_workflow(directory, "--cores", "4")
     errors: dict[str, str] = {}

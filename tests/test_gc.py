@@ -12,7 +12,7 @@ import pytest
 
 from support import oci
 from support.registry import LocalRegistry
-from support.workflow import run_workflow
+from support.workflow import run_workflow, write_config
 
 pytestmark = pytest.mark.workflow
 
@@ -25,15 +25,8 @@ def image(text: str, mode_000_dir: bool = False) -> oci.Image:
 
 
 def configure(directory: Path, registry: LocalRegistry, entries: list[str]) -> None:
-    (directory / "config").mkdir(parents=True, exist_ok=True)
-    (directory / "config/recipe.yaml").write_text(json.dumps([f"http://{registry.host}/{e}" for e in entries]))
-    settings = {
-        "recipe": "config/recipe.yaml",
-        "output_root": "output",
-        "work_dir": "work",
-        "registries": {registry.host: {"insecure": True}},
-    }
-    (directory / "config/config.yaml").write_text(json.dumps(settings))
+    recipe = [f"http://{registry.host}/{e}" for e in entries]
+    write_config(directory, recipe, {registry.host: {"insecure": True}})
 
 
 def gc(directory: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -8,7 +8,6 @@ to the root happened inside exactly one transaction.
 
 from __future__ import annotations
 
-import json
 import subprocess
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import pytest
 
 from support import oci
 from support.registry import LocalRegistry
-from support.workflow import run_workflow
+from support.workflow import run_workflow, write_config
 
 pytestmark = pytest.mark.workflow
 
@@ -36,16 +35,8 @@ def run(directory: Path) -> subprocess.CompletedProcess[str]:
 
 
 def configure(directory: Path, registry: LocalRegistry, images: list[str], publisher: dict[str, str]) -> None:
-    (directory / "config").mkdir(parents=True, exist_ok=True)
-    (directory / "config/recipe.yaml").write_text(json.dumps([f"http://{registry.host}/{i}" for i in images]))
-    settings = {
-        "recipe": "config/recipe.yaml",
-        "output_root": "cvmfs",
-        "work_dir": "work",
-        "publisher": publisher,
-        "registries": {registry.host: {"insecure": True}},
-    }
-    (directory / "config/config.yaml").write_text(json.dumps(settings))
+    recipe = [f"http://{registry.host}/{i}" for i in images]
+    write_config(directory, recipe, {registry.host: {"insecure": True}}, output_root="cvmfs", publisher=publisher)
 
 
 def test_every_publish_is_one_transaction(tmp_path: Path, registry: LocalRegistry, repo_name: str) -> None:

@@ -16,7 +16,7 @@ import pytest
 from support import oci
 from support.registry import LocalRegistry
 from support.tokenserver import TokenServer
-from support.workflow import run_workflow, snakemake_command, workflow_env
+from support.workflow import run_workflow, snakemake_command, workflow_env, write_config
 
 pytestmark = pytest.mark.workflow
 
@@ -45,15 +45,7 @@ class Workdir:
         return self.directory / "output"
 
     def configure(self, recipe: object) -> None:
-        text = recipe if isinstance(recipe, str) else json.dumps(recipe)
-        (self.directory / "config" / "recipe.yaml").write_text(text)
-        settings = {
-            "recipe": "config/recipe.yaml",
-            "output_root": "output",
-            "work_dir": "work",
-            "registries": self.registries,
-        }
-        (self.directory / "config" / "config.yaml").write_text(json.dumps(settings))
+        write_config(self.directory, recipe, self.registries)
 
     def run(self, *args: str) -> subprocess.CompletedProcess[str]:
         return run_workflow(self.directory, *args, env=self.env)
@@ -191,22 +183,27 @@ def test_wrong_password_is_reported_without_the_secret(tmp_path: Path, repo_name
         assert leaked == []
 
 
-def test_kill_9_during_extraction_then_rerun_completes(
-    workdir: Workdir, registry: LocalRegistry, repo_name: str
-) -> None:
-    # A layer large enough that extraction is still running when we kill the whole workflow.
+def start_big_sync(workdir: Workdir, registry: LocalRegistry, repo: str, files: int) -> subprocess.Popen[bytes]:
+    """Push an image of `files` incompressible 2 MB files and start syncing it in the background."""
     big = oci.TarLayer()
-    for number in range(40):
+    for number in range(files):
         big.add_file(f"data/blob{number}", os.urandom(2 << 20))
-    oci.push(registry, f"{repo_name}/big", "1", oci.build_image([big.tar_bytes()]))
-    workdir.configure([f"http://{registry.host}/{repo_name}/big:1"])
-    process = subprocess.Popen(
+    oci.push(registry, repo, "1", oci.build_image([big.tar_bytes()]))
+    workdir.configure([f"http://{registry.host}/{repo}:1"])
+    return subprocess.Popen(
         snakemake_command(workdir.directory),
         env=workdir.env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
+
+
+def test_kill_9_during_extraction_then_rerun_completes(
+    workdir: Workdir, registry: LocalRegistry, repo_name: str
+) -> None:
+    # A layer large enough that extraction is still running when we kill the whole workflow.
+    process = start_big_sync(workdir, registry, f"{repo_name}/big", files=40)
     layers = workdir.directory / "work" / "layers"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and process.poll() is None:
@@ -233,18 +230,7 @@ def test_kill_9_during_extraction_then_rerun_completes(
 def test_second_run_on_the_same_work_directory_waits_its_turn(
     workdir: Workdir, registry: LocalRegistry, repo_name: str
 ) -> None:
-    big = oci.TarLayer()
-    for number in range(30):
-        big.add_file(f"data/blob{number}", os.urandom(2 << 20))
-    oci.push(registry, f"{repo_name}/big", "1", oci.build_image([big.tar_bytes()]))
-    workdir.configure([f"http://{registry.host}/{repo_name}/big:1"])
-    first = subprocess.Popen(
-        snakemake_command(workdir.directory),
-        env=workdir.env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    first = start_big_sync(workdir, registry, f"{repo_name}/big", files=30)
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and not list((workdir.directory / "work/logs").rglob("*.log")):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -41,3 +42,15 @@ def run_workflow(directory: Path, *args: str, env: dict[str, str] | None = None)
         timeout=600,
         check=False,
     )
+
+
+def write_config(directory: Path, recipe: object, registries: dict[str, dict], **settings: object) -> None:
+    """`config/recipe.yaml` (a YAML/JSON document, or text as it is) and `config/config.yaml`.
+
+    The published tree goes to `output/`, the work directory to `work/`, unless `settings` say else.
+    """
+    (directory / "config").mkdir(parents=True, exist_ok=True)
+    text = recipe if isinstance(recipe, str) else json.dumps(recipe)
+    (directory / "config" / "recipe.yaml").write_text(text)
+    config = {"recipe": "config/recipe.yaml", "output_root": "output", "work_dir": "work", "registries": registries}
+    (directory / "config" / "config.yaml").write_text(json.dumps(config | settings))
