@@ -8,6 +8,7 @@ to the root happened inside exactly one transaction.
 
 from __future__ import annotations
 
+import stat
 import subprocess
 from pathlib import Path
 
@@ -43,7 +44,17 @@ def test_every_publish_is_one_transaction(tmp_path: Path, registry: LocalRegistr
     names = [f"{repo_name}/app:{n}" for n in range(4)]
     for number, name in enumerate(names):
         repo, tag = name.rsplit(":", 1)
-        layer = oci.TarLayer().add_dir("etc").add_file("etc/id", f"{number}\n".encode()).tar_bytes()
+        layer = (
+            oci.TarLayer()
+            .add_dir("etc")
+            .add_file("etc/id", f"{number}\n".encode())
+            .add_hardlink("etc/id-link", "etc/id")
+            .add_file("etc/gshadow", b"secret", mode=0o000)
+            .add_file("bin/su", b"su", mode=0o4755)
+            .add_dir("locked", mode=0o555)
+            .add_file("locked/f", b"f")
+            .tar_bytes()
+        )
         oci.push(registry, repo, tag, oci.build_image([layer]))
     state = tmp_path / "fake-cvmfs"
     state.mkdir()
@@ -55,8 +66,15 @@ def test_every_publish_is_one_transaction(tmp_path: Path, registry: LocalRegistr
     assert not (state / "transaction.open").exists()
     root = tmp_path / "run/cvmfs"
     for number, name in enumerate(names):
-        assert (root / registry.host / name / "etc/id").read_text() == f"{number}\n"
+        image = root / registry.host / name
+        assert (image / "etc/id").read_text() == f"{number}\n"
         assert (root / ".metadata" / registry.host / name / "record.json").exists()
+        # The copy into the repository keeps what the image says.
+        assert (image / "etc/id").stat().st_ino == (image / "etc/id-link").stat().st_ino, "hard links kept"
+        assert stat.S_IMODE((image / "etc/gshadow").stat().st_mode) == 0o000
+        assert stat.S_IMODE((image / "bin/su").stat().st_mode) == 0o4755
+        assert stat.S_IMODE((image / "locked").stat().st_mode) == 0o555
+        assert (image / "locked/f").read_bytes() == b"f"
     # Flats are built outside the repository and copied in inside the transaction.
     assert list((tmp_path / "run/work/flat").glob("*/*")), "built in the work directory"
     assert not [p for p in root.rglob("*") if ".tmp-" in p.name]

@@ -20,8 +20,8 @@ import time
 from pathlib import Path
 
 from .errors import LayerError
-from .extract import IS_ROOT, LayerIndex, read_layer_index
-from .fsutil import fresh_staging, remove_tree, replace_dir
+from .extract import LayerIndex, read_layer_index
+from .fsutil import copy_metadata, fresh_staging, remove_tree, replace_dir
 from .paths import resolve_in_root, resolve_parent
 
 log = logging.getLogger(__name__)
@@ -151,7 +151,7 @@ class _Flattener:
             os.mkfifo(dest, stat.S_IMODE(mode))
         else:
             raise LayerError(f"{self.what}: unexpected file type at {source!r}")
-        _copy_metadata(dest, st, stat.S_IMODE(mode))
+        copy_metadata(dest, st, stat.S_IMODE(mode))
 
     def _lower_hardlink(self, path: str, target: str) -> None:
         source_rel = resolve_parent(self.root, target, self.what)
@@ -178,15 +178,7 @@ class _Flattener:
         for rel in sorted(self.dir_meta, key=lambda p: p.count("/"), reverse=True):
             full = self._abs(rel)
             if os.path.isdir(full) and not os.path.islink(full):
-                _copy_metadata(full, *self.dir_meta[rel])
-
-
-def _copy_metadata(path: str, st: os.stat_result, mode: int) -> None:
-    if IS_ROOT:
-        os.lchown(path, st.st_uid, st.st_gid)
-    if not stat.S_ISLNK(st.st_mode):
-        os.chmod(path, mode)
-    os.utime(path, ns=(st.st_mtime_ns, st.st_mtime_ns), follow_symlinks=False)
+                copy_metadata(full, *self.dir_meta[rel])
 
 
 def flatten_image(layer_dirs: list[Path], diff_ids: list[str], image_config: dict, dest: Path, what: str) -> int:

@@ -101,3 +101,69 @@ def fresh_staging(dest: Path) -> Path:
     staging = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
     os.mkdir(staging, 0o700)
     return staging
+
+
+def copy_tree(source: Path, dest: Path) -> None:
+    """Copy an image tree into an existing empty directory `dest`, keeping what an image needs.
+
+    Hard-link groups stay groups, symlinks are copied as links, FIFOs recreated, owners (as root),
+    modes (setuid and mode 000 included) and mtimes kept; directory modes last, so that read-only
+    directories can be filled. Source directories and files their owner may not read (mode 000 when
+    not root; we built them, so we own them) are opened up for the copy only.
+    """
+    linked: dict[tuple[int, int], str] = {}
+    directories: list[tuple[str, os.stat_result]] = []
+    opened: list[tuple[str, int]] = []  # source directories to give their mode back
+    try:
+        for dirpath, dirnames, filenames in os.walk(source):
+            target_dir = os.path.normpath(os.path.join(dest, os.path.relpath(dirpath, source)))
+            for name in dirnames:
+                src, dst = os.path.join(dirpath, name), os.path.join(target_dir, name)
+                st = os.lstat(src)
+                if stat.S_ISLNK(st.st_mode):
+                    os.symlink(os.readlink(src), dst)
+                    continue
+                os.mkdir(dst, 0o700)
+                directories.append((dst, st))
+                if st.st_mode & 0o500 != 0o500:
+                    opened.append((src, stat.S_IMODE(st.st_mode)))
+                    os.chmod(src, st.st_mode | 0o500)
+            for name in filenames:
+                src, dst = os.path.join(dirpath, name), os.path.join(target_dir, name)
+                st = os.lstat(src)
+                if stat.S_ISLNK(st.st_mode):
+                    os.symlink(os.readlink(src), dst)
+                elif stat.S_ISFIFO(st.st_mode):
+                    os.mkfifo(dst)
+                    copy_metadata(dst, st)
+                elif (st.st_dev, st.st_ino) in linked:
+                    os.link(linked[(st.st_dev, st.st_ino)], dst)
+                else:
+                    _copy_file(src, dst, st)
+                    linked[(st.st_dev, st.st_ino)] = dst
+        for dirpath, st in reversed(directories):  # deepest first
+            copy_metadata(dirpath, st)
+    finally:
+        for src, mode in reversed(opened):
+            os.chmod(src, mode)
+
+
+def _copy_file(src: str, dst: str, st: os.stat_result) -> None:
+    unreadable = not os.access(src, os.R_OK)
+    if unreadable:
+        os.chmod(src, stat.S_IMODE(st.st_mode) | 0o400)
+    try:
+        shutil.copyfile(src, dst, follow_symlinks=False)
+    finally:
+        if unreadable:
+            os.chmod(src, stat.S_IMODE(st.st_mode))
+    copy_metadata(dst, st)
+
+
+def copy_metadata(path: str, st: os.stat_result, mode: int | None = None) -> None:
+    """Give `path` the owner (as root), mode (`mode` if given) and mtime of `st`; links not followed."""
+    if os.geteuid() == 0:
+        os.lchown(path, st.st_uid, st.st_gid)
+    if not stat.S_ISLNK(st.st_mode):
+        os.chmod(path, stat.S_IMODE(st.st_mode) if mode is None else mode)  # after chown: it clears setuid
+    os.utime(path, ns=(st.st_mtime_ns, st.st_mtime_ns), follow_symlinks=False)

@@ -18,7 +18,6 @@ import json
 import logging
 import os
 import shlex
-import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -26,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import PublishError
-from .fsutil import fresh_staging, json_bytes, remove_tree, write_atomic, write_if_changed
+from .fsutil import copy_tree, fresh_staging, json_bytes, remove_tree, write_atomic, write_if_changed
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -73,7 +72,7 @@ class DirectoryPublisher:
             # Built outside the root (transaction publishers): copy it in, then rename.
             staging = fresh_staging(final_flat)
             try:
-                shutil.copytree(flat, staging, symlinks=True, dirs_exist_ok=True)
+                copy_tree(flat, staging)
                 os.chmod(staging, 0o755)
                 os.rename(staging, final_flat)
             except BaseException:
