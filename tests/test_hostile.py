@@ -26,10 +26,9 @@ import subprocess
 import sys
 import tarfile
 import tempfile
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +40,7 @@ from unpacked.flatten import flatten_image
 from unpacked.fsutil import remove_tree
 
 from support import oci
+from support.loopback import LoopbackServer
 from support.registry import LocalRegistry
 from support.workflow import run_workflow, snakemake_command, workflow_env
 
@@ -707,10 +707,8 @@ class EvilRegistry:
             def log_message(self, format: str, *args: object) -> None:
                 pass
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.host = f"127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
+        self.server = LoopbackServer(Handler)
+        self.host = self.server.host
 
     def serve(self, repo: str, tag: str, image: oci.Image, head_digest: str | None = None) -> None:
         """Serve `image` as `repo:tag` (manifest verbatim, blobs by the digests the manifest names)."""
@@ -721,8 +719,7 @@ class EvilRegistry:
             self.blobs[(repo, blob_digest)] = data
 
     def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self.server.stop()
 
 
 def good_image(text: str) -> oci.Image:

@@ -109,16 +109,20 @@ class RegistryClient:
             url = next_url
         return tags
 
-    def head_manifest(self, repository: str, reference: str) -> str:
-        """The digest a tag points to, from `Docker-Content-Digest` (no pull counted on Docker Hub)."""
-        what = f"registry {self.registry}: manifest {repository}:{reference}"
+    def _manifest_request(self, method: str, repository: str, reference: str, what: str) -> requests.Response:
+        """HEAD or GET a manifest, accepting all four manifest types (else registries convert or 404)."""
         response = self.transport.request(
-            "HEAD",
+            method,
             f"{self.base}/v2/{repository}/manifests/{reference}",
             self._scope(repository),
             headers={"Accept": ACCEPT},
         )
-        self._check(response, what)
+        return self._check(response, what)
+
+    def head_manifest(self, repository: str, reference: str) -> str:
+        """The digest a tag points to, from `Docker-Content-Digest` (no pull counted on Docker Hub)."""
+        what = f"registry {self.registry}: manifest {repository}:{reference}"
+        response = self._manifest_request("HEAD", repository, reference, what)
         digest = response.headers.get("Docker-Content-Digest")
         if not digest:  # some registries omit it on HEAD: fall back to GET
             data, _ = self.get_manifest(repository, reference)
@@ -128,13 +132,7 @@ class RegistryClient:
     def get_manifest(self, repository: str, reference: str) -> tuple[bytes, str]:
         """Manifest bytes and Content-Type; verified when `reference` is a digest."""
         what = f"registry {self.registry}: manifest {repository}@{reference}"
-        response = self.transport.request(
-            "GET",
-            f"{self.base}/v2/{repository}/manifests/{reference}",
-            self._scope(repository),
-            headers={"Accept": ACCEPT},
-        )
-        self._check(response, what)
+        response = self._manifest_request("GET", repository, reference, what)
         data = response.content[: MAX_DOCUMENT_BYTES + 1]
         if len(data) > MAX_DOCUMENT_BYTES:
             raise RegistryError(f"{what}: larger than {MAX_DOCUMENT_BYTES} bytes; refused")
