@@ -7,7 +7,8 @@ from unpacked.workflow import prepare
 # Registries are contacted here, once, in the main process; jobs and cluster nodes reuse its state.
 PLAN = prepare(config, main_process=workflow.is_main_process)
 WORK = str(PLAN.store.work)
-SETTINGS = str(PLAN.store.settings)
+# Named by the settings' digest: another invocation cannot change what a running job reads.
+SETTINGS = str(PLAN.settings_path)
 # The package's CLI: on PATH when its environment is active, else through this interpreter.
 UNPACKED = (
     "unpacked" if shutil.which("unpacked") else f"{sys.executable} -m unpacked.cli"

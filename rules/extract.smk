@@ -1,6 +1,5 @@
 rule extract_layer:
     input:
-        settings=ancient(SETTINGS),
         blob=f"{WORK}/blobs/sha256/{{hex}}",
     output:
         index=f"{WORK}/layers/{{xx}}/{{hex}}/layer.json",
@@ -10,7 +9,8 @@ rule extract_layer:
         "../envs/unpacked.yaml"
     params:
         unpacked=UNPACKED,
+        settings=SETTINGS,
         diff_id=get_diff_id,
     shell:
-        "{params.unpacked} extract-layer --settings {input.settings} --digest sha256:{wildcards.hex}"
+        "{params.unpacked} extract-layer --settings {params.settings} --digest sha256:{wildcards.hex}"
         " --diff-id {params.diff_id} 2> {log}"

@@ -1,6 +1,4 @@
 rule fetch_blob:
-    input:
-        settings=ancient(SETTINGS),
     output:
         blob=f"{WORK}/blobs/sha256/{{hex}}",
     log:
@@ -11,7 +9,8 @@ rule fetch_blob:
         registry_conn=1,
     params:
         unpacked=UNPACKED,
+        settings=SETTINGS,
         image=get_blob_owner,
     shell:
-        "{params.unpacked} fetch-blob --settings {input.settings} --image {params.image:q}"
+        "{params.unpacked} fetch-blob --settings {params.settings} --image {params.image:q}"
         " --digest sha256:{wildcards.hex} 2> {log}"

@@ -1,6 +1,5 @@
 rule flatten_image:
     input:
-        settings=ancient(SETTINGS),
         layers=get_layers_of_flat,
         config=get_config_blob,
     output:
@@ -11,7 +10,8 @@ rule flatten_image:
         "../envs/unpacked.yaml"
     params:
         unpacked=UNPACKED,
+        settings=SETTINGS,
         image=get_config_owner,
     shell:
-        "{params.unpacked} flatten --settings {input.settings} --image {params.image:q}"
+        "{params.unpacked} flatten --settings {params.settings} --image {params.image:q}"
         " --marker {output.marker} 2> {log}"

@@ -1,6 +1,5 @@
 rule publish_image:
     input:
-        settings=ancient(SETTINGS),
         state=get_state_file,
         flat=get_flat_marker,
     output:
@@ -11,6 +10,7 @@ rule publish_image:
         "../envs/unpacked.yaml"
     params:
         unpacked=UNPACKED,
+        settings=SETTINGS,
     shell:
-        "{params.unpacked} publish --settings {input.settings} --image {wildcards.name:q}"
+        "{params.unpacked} publish --settings {params.settings} --image {wildcards.name:q}"
         " --marker {output.marker} 2> {log}"

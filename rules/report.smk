@@ -1,7 +1,5 @@
 rule report_unresolved:
     """Fails the run, after every other job, when recipe entries could not be resolved."""
-    input:
-        settings=ancient(SETTINGS),
     output:
         never=f"{WORK}/failures/unresolved",
     log:
@@ -10,5 +8,6 @@ rule report_unresolved:
         "../envs/unpacked.yaml"
     params:
         unpacked=UNPACKED,
+        settings=SETTINGS,
     shell:
-        "{params.unpacked} summary --settings {input.settings} --resolution-only 2> {log}"
+        "{params.unpacked} summary --settings {params.settings} --resolution-only 2> {log}"

@@ -7,6 +7,7 @@
     unpacked publish        link a published name to its flat image and write its metadata
     unpacked summary        print this run's failures; exit 1 unless all are ignorable
     unpacked gc             remove unreferenced flats, layers and blobs; --prune unpublishes dropped names
+    unpacked verify         compare flat images (and layers) with fresh builds from their records; --repair
 
 Errors are caught here, once, and printed as one line naming the image and what to do.
 """
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UnpackedError
+from .fsutil import naming_failures
 from .store import Store
 
 log = logging.getLogger("unpacked")
@@ -32,7 +34,11 @@ def _settings(path: Path) -> dict[str, Any]:
     try:
         return json.loads(path.read_text())
     except FileNotFoundError:
-        raise UnpackedError(f"{path}: no saved settings; run the workflow (snakemake) first") from None
+        msg = (
+            f"{path}: no saved settings; run the workflow (snakemake) first (a job that sees this on a "
+            "cluster node was given other settings than the run that scheduled it: was the config edited?)"
+        )
+        raise UnpackedError(msg) from None
 
 
 def _store(settings: dict[str, Any]) -> Store:
@@ -61,7 +67,8 @@ def cmd_fetch_blob(args: argparse.Namespace) -> None:
         return
     load_realms(store.realms)  # fetch the token first instead of collecting a 401
     client = make_client(parse_reference(state["reference"]), settings)
-    client.download_blob(state["repository"], args.digest, dest)
+    with naming_failures(dest):
+        client.download_blob(state["repository"], args.digest, dest)
     log.info("%s: fetched blob %s from %s", state["reference"], args.digest, state["registry"])
 
 
@@ -70,7 +77,8 @@ def cmd_extract_layer(args: argparse.Namespace) -> None:
 
     store = _store(_settings(args.settings))
     what = f"layer {args.digest}"
-    extract_layer(store.blob(args.digest), args.diff_id, store.layer(args.digest), what)
+    with naming_failures(store.layer(args.digest)):
+        extract_layer(store.blob(args.digest), args.diff_id, store.layer(args.digest), what)
 
 
 def cmd_flatten(args: argparse.Namespace) -> None:
@@ -89,7 +97,8 @@ def cmd_flatten(args: argparse.Namespace) -> None:
         log.info("%s: flat image %s already built; kept", state["reference"], dest)
         marker = {"config_digest": state["config_digest"], "kept": True}
     else:
-        files = flatten_image(layers, diff_ids, config, dest, state["reference"])
+        with naming_failures(dest):
+            files = flatten_image(layers, diff_ids, config, dest, state["reference"])
         marker = {"config_digest": state["config_digest"], "files": files}
     write_atomic(Path(args.marker), json.dumps(marker, indent=1).encode())
 
@@ -102,7 +111,7 @@ def cmd_publish(args: argparse.Namespace) -> None:
     store = _store(settings)
     state = _state(store, args.image)
     publisher = make_publisher(settings, store)
-    with publisher.transaction():
+    with naming_failures(store.link(args.image)), publisher.transaction():
         publisher.publish(state, store.built_flat(state["config_digest"]))
     marker = {"name": state["name"], "config_digest": state["config_digest"], "source_digest": state["source_digest"]}
     write_atomic(Path(args.marker), json.dumps(marker, indent=1).encode())
@@ -156,6 +165,37 @@ def cmd_gc(args: argparse.Namespace) -> None:
     if not args.dry_run:
         gc.execute(plan, store, make_publisher(settings, store))
     print(f"unpacked gc: {gc.summary(plan)}{' (dry run)' if args.dry_run else ''}")
+
+
+def cmd_verify(args: argparse.Namespace) -> None:
+    import fnmatch
+
+    from .publish import make_publisher
+    from .resolve import load_resolution
+    from .verify import verify_flat, verify_layer
+    from .workflow import hold_run_lock
+
+    settings = _settings(args.settings)
+    store = _store(settings)
+    hold_run_lock(store)  # a repair must not race a sync
+    images = load_resolution(store).images
+    globs = args.names or ["*"]
+    chosen = [state for name, state in sorted(images.items()) if any(fnmatch.fnmatchcase(name, g) for g in globs)]
+    publisher = make_publisher(settings, store)
+    findings = []
+    if args.layers:
+        layers = {layer["digest"]: layer for state in chosen for layer in state["layers"]}
+        findings += [verify_layer(store, layer, args.repair) for layer in layers.values()]
+    flats = {state["config_digest"]: state for state in chosen}
+    findings += [verify_flat(store, state, publisher, args.repair) for state in flats.values()]
+    damaged = [f for f in findings if f is not None]
+    for finding in damaged:
+        print(finding.text(), file=sys.stderr)
+    checked = f"{len(flats)} flat image(s)" + (f" and {len(layers)} layer(s)" if args.layers else "")
+    print(f"unpacked verify: checked {checked}: {len(damaged)} damaged, {sum(f.repaired for f in damaged)} repaired")
+    if any(not f.repaired for f in damaged):
+        print("run `unpacked verify --repair` to replace the damaged trees with fresh builds", file=sys.stderr)
+        raise SystemExit(1)
 
 
 def _images_affected(args: argparse.Namespace, store: Store) -> list[str]:
@@ -230,6 +270,10 @@ def parser() -> argparse.ArgumentParser:
     collect.add_argument("--max-fraction", type=float, default=0.2, help="prune guard: most links removed at once")
     collect.add_argument("--force", action="store_true", help="prune past the guard")
     collect.add_argument("--dry-run", action="store_true", help="list what would be removed, remove nothing")
+    check = job("verify", cmd_verify, "compare flat images (and layers) with fresh builds from their records")
+    check.add_argument("names", nargs="*", help="published names or globs (default: every resolved image)")
+    check.add_argument("--layers", action="store_true", help="also re-extract every layer from its blob")
+    check.add_argument("--repair", action="store_true", help="replace damaged trees with the fresh builds")
     resolve = sub.add_parser("resolve", help="resolve tags and manifests")
     resolve.add_argument("--config", type=Path, default=Path("config/config.yaml"))
     resolve.set_defaults(func=cmd_resolve)

@@ -4,6 +4,8 @@ Every message names what failed (image, registry, digest, layer entry) and, wher
 operator can do. Errors are caught once, at the command-line entry point, and printed as one line.
 """
 
+import errno
+
 
 class UnpackedError(Exception):
     """Base class of every error this package raises on purpose."""
@@ -47,3 +49,28 @@ class LayerError(UnpackedError):
 
 class PublishError(UnpackedError):
     """Publishing into the output root failed."""
+
+
+class StoreError(UnpackedError):
+    """Writing to the work store or the output root failed (disk full, read-only, permissions)."""
+
+
+# What an operator can do about the usual reasons a write fails.
+_WRITE_ADVICE = {
+    errno.ENOSPC: "the filesystem is full: free space (or run `unpacked gc`), then run again",
+    errno.EDQUOT: "the disk quota is exceeded: free space, then run again",
+    errno.EROFS: "the filesystem is read-only",
+    errno.EACCES: "permission denied: check the owner and modes of the directory",
+}
+
+
+# Failures of the machine, not of the content being written: never blamed on a layer or an image.
+ENVIRONMENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO})
+
+
+def write_failure(path: object, err: OSError) -> StoreError:
+    """A StoreError that names the path being written and what to do (the OSError may name neither)."""
+    reason = err.strerror or str(err)
+    advice = _WRITE_ADVICE.get(err.errno or 0)
+    detail = f" ({err.filename})" if err.filename and str(err.filename) != str(path) else ""
+    return StoreError(f"cannot write {path}{detail}: {reason}" + (f"; {advice}" if advice else ""))

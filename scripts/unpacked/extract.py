@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from .compression import HashingReader, open_decompressed
-from .errors import LayerError
+from .errors import ENVIRONMENT_ERRNOS, LayerError
 from .fsutil import fresh_staging, remove_tree, replace_dir
 from .paths import clean_entry_name, resolve_in_root, resolve_parent
 
@@ -298,6 +298,8 @@ def _extract_stream(raw: BinaryIO, rootfs: str, diff_id: str, what: str, max_byt
                     try:
                         writer.add(member, tar)
                     except OSError as err:
+                        if err.errno in ENVIRONMENT_ERRNOS:
+                            raise  # the machine's fault, not the layer's: named by the caller
                         raise LayerError(f"{what}: entry {member.name!r}: {err.strerror or err}") from err
             current = None
             hashing.drain()

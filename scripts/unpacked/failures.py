@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .fsutil import remove_tree, write_atomic
+from .fsutil import discard, write_atomic
 from .recipe import Recipe
 from .reference import parse_reference
 from .resolve import load_resolution
@@ -26,7 +26,7 @@ def failures_dir(store: Store) -> Path:
 
 def clear_job_failures(store: Store) -> None:
     """Forget the previous run's job failures (called once per run, before the DAG is built)."""
-    remove_tree(failures_dir(store))
+    discard(failures_dir(store), store.work_trash)  # never half of them: a kill leaves all or none
 
 
 def _record_path(store: Store, action: str, key: str) -> Path:

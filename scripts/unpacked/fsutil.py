@@ -1,14 +1,23 @@
-"""Small filesystem helpers: atomic writes and removal of trees we own."""
+"""Small filesystem helpers: atomic writes, crash-safe removal of trees we own.
+
+Every product is created under a temporary name and renamed into place, and removed the other way
+round: renamed out of the way into a trash directory, then deleted there (`discard`). So a kill at
+any moment leaves a product whole under its name or not there at all, never half there.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
 import stat
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+
+from .errors import StoreError, write_failure
 
 
 def json_bytes(document: object) -> bytes:
@@ -22,16 +31,20 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
     Readers see the old content or the new, never a partial file. A symlink at `path` is replaced,
     never written through.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
         os.chmod(tmp, mode)
         os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+    except BaseException as err:
+        if tmp is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        if isinstance(err, OSError):
+            raise write_failure(path, err) from err
         raise
 
 
@@ -74,6 +87,50 @@ def remove_tree(path: Path) -> None:
     os.chmod(path, st.st_mode | 0o700)
     make_removable(path)
     shutil.rmtree(path)
+
+
+def discard(path: Path, trash: Path) -> None:
+    """Remove `path` crash-safely: rename it into `trash` (a directory on the same filesystem), then
+    delete it there. Its marker, if it has one, must be removed first by the caller.
+
+    Killed half-way, `path` is either still whole under its name or gone from it; what is left in
+    the trash is finished by `empty_trash`.
+    """
+    if not os.path.lexists(path):
+        return
+    trash.mkdir(parents=True, exist_ok=True)
+    holder = Path(tempfile.mkdtemp(dir=trash, prefix="del-"))
+    try:
+        os.rename(path, holder / path.name)
+    except OSError as err:
+        if err.errno != errno.EXDEV:
+            raise
+        os.rmdir(holder)  # a mount point inside the tree: step aside in the same directory instead
+        holder = path.with_name(f".{path.name}.old-{os.getpid()}")
+        os.rename(path, holder)
+    remove_tree(holder)
+
+
+def empty_trash(trash: Path) -> int:
+    """Finish the removals a killed run left in `trash`; the number of entries removed."""
+    try:
+        names = os.listdir(trash)
+    except FileNotFoundError:
+        return 0
+    for name in names:
+        remove_tree(trash / name)
+    return len(names)
+
+
+@contextlib.contextmanager
+def naming_failures(path: Path) -> Iterator[None]:
+    """Turn an OSError raised while writing `path` (ENOSPC says no file name) into a StoreError."""
+    try:
+        yield
+    except StoreError:
+        raise
+    except OSError as err:
+        raise write_failure(path, err) from err
 
 
 def replace_dir(staging: Path, final: Path) -> None:

@@ -8,6 +8,12 @@ what is published unless forced: an emptied or truncated recipe must not wipe th
 resolved a link a moment ago keeps a working image for a while): flat images no link points to,
 extracted layers and blobs that no resolved image uses. Both go through the publisher, so on
 CernVM-FS they happen inside a transaction, and both can be previewed with `dry_run`.
+
+Only what the layout defines is ever considered: links named `<registry>/<repository>:<tag>` (or
+`@sha256:<hex>`, or under `.multiarch/<arch>/`) that point into `.flat/`, and entries of `.flat/`,
+`layers/` and `blobs/` named by a digest. Every removal is crash-safe: the marker goes first, then
+the product is renamed into a trash directory and deleted there; a killed collection leaves every
+product whole or gone, and the next one empties the trash.
 """
 
 from __future__ import annotations
@@ -16,44 +22,79 @@ import fnmatch
 import json
 import logging
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import PublishError
-from .fsutil import remove_tree
+from .errors import ImageReferenceError, PublishError
+from .fsutil import discard, empty_trash
 from .publish import DirectoryPublisher
 from .recipe import Recipe
+from .reference import parse_reference
 from .store import Store
 
 log = logging.getLogger(__name__)
+MULTIARCH_DIR = ".multiarch"
+_HEX = re.compile(r"^[0-9a-f]{64}$")
+_ARCH_DIR = re.compile(r"^[A-Za-z0-9_]{1,32}(:[A-Za-z0-9_]{1,32})?$")
 
 
 @dataclass
 class Plan:
-    """What would be removed, as paths."""
+    """What would be removed: published names, and paths of flats, layers and blobs."""
 
-    links: list[Path] = field(default_factory=list)
+    links: list[str] = field(default_factory=list)
     flats: list[Path] = field(default_factory=list)
     layers: list[Path] = field(default_factory=list)
     blobs: list[Path] = field(default_factory=list)
 
     def lines(self) -> list[str]:
-        return [str(p) for group in (self.links, self.flats, self.layers, self.blobs) for p in group]
+        return [*self.links, *(str(p) for group in (self.flats, self.layers, self.blobs) for p in group)]
 
 
-def published_links(root: Path) -> list[Path]:
-    """Every symlink we publish: `<registry>/<repo>:<tag>` and `.multiarch/<arch>/...`."""
-    found = []
+def is_published_name(name: str) -> bool:
+    """True if `name` is a path the layout publishes: `<registry>/<repository>:<tag>`, `...@sha256:<hex>`,
+    or either under `.multiarch/<arch>[:<variant>]/`."""
+    parts = name.split("/", 2)
+    if parts[0] == MULTIARCH_DIR:
+        if len(parts) < 3 or not _ARCH_DIR.match(parts[1]):
+            return False
+        name = parts[2]
+    try:
+        ref = parse_reference(name)
+    except ImageReferenceError:
+        return False
+    return not ref.is_glob and ref.published_name == name
+
+
+def _points_into_flat(link: Path, name: str) -> bool:
+    target = os.readlink(link)
+    parts = target.split("/")
+    depth = name.count("/")
+    return (
+        parts[:depth] == [".."] * depth
+        and len(parts) == depth + 3
+        and parts[depth] == ".flat"
+        and _HEX.match(parts[depth + 2]) is not None
+        and parts[depth + 1] == parts[depth + 2][:2]
+    )
+
+
+def published_names(store: Store) -> dict[str, Path]:
+    """Every name we published under the root, with its link; nothing else found there counts."""
+    found: dict[str, Path] = {}
+    root = store.root
     for dirpath, dirnames, filenames in os.walk(root):
-        rel = Path(dirpath).relative_to(root)
-        if rel.parts[:1] in ((".flat",), (".metadata",)):
-            dirnames[:] = []
-            continue
-        for name in filenames + dirnames:
-            path = Path(dirpath, name)
-            if path.is_symlink() and not name.startswith("."):
-                found.append(path)
+        rel_dir = os.path.relpath(dirpath, root)
+        # Names never start with a dot; of the root's dot directories only .multiarch holds links.
+        dirnames[:] = [d for d in dirnames if not d.startswith(".") or (rel_dir == "." and d == MULTIARCH_DIR)]
+        for entry in filenames + dirnames:
+            path = Path(dirpath, entry)
+            name = path.relative_to(root).as_posix()
+            if path.is_symlink() and is_published_name(name) and _points_into_flat(path, name):
+                found[name] = path
+    # os.walk lists links to directories in `dirnames` but does not descend into them.
     return found
 
 
@@ -68,11 +109,10 @@ def _wanted(name: str, recipe: Recipe) -> bool:
 
 def plan_prune(store: Store, recipe: Recipe) -> Plan:
     plan = Plan()
-    for link in published_links(store.root):
-        rel = link.relative_to(store.root).as_posix()
-        name = rel.split("/", 2)[2] if rel.startswith(".multiarch/") else rel
-        if not _wanted(name, recipe):
-            plan.links.append(link)
+    for name in sorted(published_names(store)):
+        bare = name.split("/", 2)[2] if name.startswith(f"{MULTIARCH_DIR}/") else name
+        if not _wanted(bare, recipe):
+            plan.links.append(name)
     return plan
 
 
@@ -83,13 +123,18 @@ def _older_than(path: Path, cutoff: float) -> bool:
         return False
 
 
+def _digest_named(directory: Path, pattern: str) -> list[Path]:
+    """Entries of the store named by a digest; staging and other dot names are not products."""
+    return sorted(p for p in directory.glob(pattern) if _HEX.match(p.name))
+
+
 def plan_collect(store: Store, grace_days: float) -> Plan:
     """Flats, layers and blobs that nothing refers to and that are older than the grace period."""
     cutoff = time.time() - grace_days * 86400
     plan = Plan()
-    linked = {os.path.realpath(link) for link in published_links(store.root)}
-    for flat in sorted(store.root.glob(".flat/*/*")):
-        marker = store.work / "flats" / f"{flat.name}.json"
+    linked = {os.path.realpath(link) for link in published_names(store).values()}
+    for flat in _digest_named(store.root, ".flat/*/*"):
+        marker = store.flat_marker(f"sha256:{flat.name}")
         if str(flat.resolve()) not in linked and _older_than(marker if marker.exists() else flat, cutoff):
             plan.flats.append(flat)
     used: set[str] = set()
@@ -102,21 +147,19 @@ def plan_collect(store: Store, grace_days: float) -> Plan:
             continue
         used.update(layer["digest"].split(":")[1] for layer in state["layers"])
         used.update(state[key].split(":")[1] for key in ("config_digest", "manifest_digest", "source_digest"))
-    for built in sorted(store.work.glob("flat/*/*")):  # copies a transaction publisher has published
-        if built.name not in used and _older_than(built, cutoff):
-            plan.flats.append(built)
-    for layer in sorted(store.work.glob("layers/*/*")):
-        if layer.name not in used and not layer.name.startswith(".") and _older_than(layer, cutoff):
-            plan.layers.append(layer)
-    for blob in sorted(store.work.glob("blobs/sha256/*")):
-        if blob.name not in used and not blob.name.startswith(".") and _older_than(blob, cutoff):
-            plan.blobs.append(blob)
+
+    def unused(pattern: str) -> list[Path]:
+        return [p for p in _digest_named(store.work, pattern) if p.name not in used and _older_than(p, cutoff)]
+
+    plan.flats.extend(unused("flat/*/*"))  # copies a transaction publisher has published
+    plan.layers = unused("layers/*/*")
+    plan.blobs = unused("blobs/sha256/*")
     return plan
 
 
 def guard(plan: Plan, store: Store, max_fraction: float, force: bool) -> None:
     """Refuse to unpublish more than `max_fraction` of the published links at once, unless forced."""
-    total = len(published_links(store.root))
+    total = len(published_names(store))
     if plan.links and not force and len(plan.links) > max_fraction * total:
         msg = (
             f"prune would remove {len(plan.links)} of {total} published links (more than "
@@ -126,25 +169,44 @@ def guard(plan: Plan, store: Store, max_fraction: float, force: bool) -> None:
 
 
 def execute(plan: Plan, store: Store, publisher: DirectoryPublisher) -> None:
-    """Remove what `plan` lists: published paths inside one transaction, then the work store."""
-    if plan.links or plan.flats:
+    """Remove what `plan` lists: published paths inside one transaction, then the work store.
+
+    Each product loses its marker first, so a kill at any point never leaves a marker whose product
+    is half gone: the next sync rebuilds what it needs, the next collection finishes the rest.
+    """
+    finish_interrupted(store, publisher)
+    for name in plan.links:  # forget them: an entry added back is resolved and published again
+        discard(store.published_marker(name), store.work_trash)
+        discard(store.state(name), store.work_trash)
+    for flat in plan.flats:
+        discard(store.flat_marker(f"sha256:{flat.name}"), store.work_trash)
+    in_root = [flat for flat in plan.flats if flat.is_relative_to(store.root)]
+    if plan.links or in_root:
         with publisher.transaction():
-            for link in plan.links:
-                rel = link.relative_to(store.root).as_posix()
-                meta = store.root / ".metadata" / rel
-                link.unlink()
-                remove_tree(meta)
-                log.info("unpublished %s", rel)
-            for flat in plan.flats:
-                remove_tree(flat)  # works whatever modes the image has
-                remove_tree(store.work / "flats" / f"{flat.name}.json")
+            for name in plan.links:
+                publisher.unpublish(name)
+                log.info("unpublished %s", name)
+            for flat in in_root:
+                discard(flat, store.root_trash)  # works whatever modes the image has
                 log.info("removed flat image %s", flat)
-    for path in plan.layers + plan.blobs:
-        remove_tree(path)
-    for link in plan.links:  # forget them: an entry added back is resolved and published again
-        name = link.relative_to(store.root).as_posix()
-        remove_tree(store.published_marker(name))
-        remove_tree(store.state(name))
+    for flat in plan.flats:
+        if not flat.is_relative_to(store.root):
+            discard(flat, store.work_trash)
+    for layer in plan.layers:
+        discard(layer / "layer.json", store.work_trash)
+        discard(layer, store.work_trash)
+    for blob in plan.blobs:
+        discard(blob, store.work_trash)
+
+
+def finish_interrupted(store: Store, publisher: DirectoryPublisher) -> None:
+    """Empty the trash a killed collection left (in the root inside a transaction)."""
+    if empty_trash(store.work_trash):
+        log.info("finished removals an interrupted collection left in %s", store.work_trash)
+    if store.root_trash.exists() and os.listdir(store.root_trash):
+        with publisher.transaction():
+            empty_trash(store.root_trash)
+        log.info("finished removals an interrupted collection left in %s", store.root_trash)
 
 
 def summary(plan: Plan) -> str:

@@ -5,15 +5,20 @@ a transaction opened and closed by operator commands (for CernVM-FS: `cvmfs_serv
 `cvmfs_server publish`, `cvmfs_server abort -f`); only one transaction runs at a time, as CernVM-FS
 allows, so concurrent publish jobs take turns through a lock file.
 
-Every write is atomic: the link is created under a temporary name and renamed over the old one,
-metadata files likewise. A tag that moves re-points its link; the old flat image stays until garbage
-collection.
+Every write is atomic: the link is created under a temporary name and renamed over the old one.
+A name's metadata (manifest.json, config.json, record.json) is one directory, written whole under
+a version name `.<leaf>.meta-<key>` and swapped in through the link `.metadata/<name>`, so readers
+that resolve `.metadata/<name>` once see three files that belong together. The metadata is swapped
+before the link: it never describes an image that is not complete in `.flat/`. The previous version
+is kept until the next publish (a reader in the middle of it keeps its files). A tag that moves
+re-points its link; the old flat image stays until garbage collection.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import logging
 import os
@@ -25,16 +30,10 @@ from pathlib import Path
 from typing import Any
 
 from .errors import PublishError
-from .fsutil import copy_tree, fresh_staging, json_bytes, remove_tree, write_atomic, write_if_changed
-from .store import Store
+from .fsutil import copy_tree, discard, fresh_staging, json_bytes, naming_failures, remove_tree
+from .store import METADATA_KEY_LENGTH, Store
 
 log = logging.getLogger(__name__)
-
-
-def relative_link_target(name: str, flat: Path, root: Path) -> str:
-    """`../../.flat/ab/ab12..` with one `..` per directory level of `name` below the root."""
-    depth = name.count("/")
-    return "/".join([".."] * depth + [str(flat.relative_to(root))])
 
 
 def swap_symlink(link: Path, target: str) -> bool:
@@ -80,7 +79,7 @@ class DirectoryPublisher:
                 raise
         if not final_flat.is_dir():
             raise PublishError(f"{state['reference']}: flat image {final_flat} is missing; run the workflow again")
-        target = relative_link_target(name, final_flat, store.root)
+        target = store.link_target(name, state["config_digest"])
         link = store.link(name)
         changed = not (link.is_symlink() and os.readlink(link) == target)
         # Metadata first: a link never points at an image its metadata does not describe.
@@ -89,13 +88,12 @@ class DirectoryPublisher:
         log.info("%s: published -> %s%s", state["reference"], target, "" if changed else " (unchanged)")
 
     def _write_metadata(self, state: dict[str, Any], changed: bool) -> None:
-        meta = self.store.metadata(state["name"])
+        store = self.store
+        meta = store.metadata(state["name"])
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         old: dict[str, Any] = {}
-        with contextlib.suppress(FileNotFoundError, ValueError):
+        with contextlib.suppress(FileNotFoundError, NotADirectoryError, ValueError):
             old = json.loads((meta / "record.json").read_text())
-        write_if_changed(meta / "manifest.json", self.store.blob(state["manifest_digest"]).read_bytes())
-        write_if_changed(meta / "config.json", self.store.blob(state["config_digest"]).read_bytes())
         record = {
             "reference": state["reference"],
             "source_digest": state["source_digest"],
@@ -105,7 +103,52 @@ class DirectoryPublisher:
             "last_synced": now,
             "last_changed": now if changed or "last_changed" not in old else old["last_changed"],
         }
-        write_atomic(meta / "record.json", json_bytes(record))
+        files = {
+            "manifest.json": store.blob(state["manifest_digest"]).read_bytes(),
+            "config.json": store.blob(state["config_digest"]).read_bytes(),
+            "record.json": json_bytes(record),
+        }
+        key = hashlib.sha256(b"".join(files.values())).hexdigest()[:METADATA_KEY_LENGTH]
+        version = store.metadata_version(state["name"], key)
+        if not version.is_dir():
+            with naming_failures(version):
+                staging = fresh_staging(version)
+                try:
+                    for filename, data in files.items():
+                        (staging / filename).write_bytes(data)
+                    os.chmod(staging, 0o755)
+                    os.rename(staging, version)
+                except BaseException:
+                    remove_tree(staging)
+                    raise
+        previous = _link_target(meta)
+        if meta.is_dir() and not meta.is_symlink():  # written by an older version: one real directory
+            discard(meta, store.root_trash)
+        swap_symlink(meta, version.name)
+        keep = {version.name, previous}
+        for stale in store.metadata_versions(state["name"]):
+            if stale.name not in keep:
+                discard(stale, store.root_trash)
+
+    def unpublish(self, name: str) -> None:
+        """Remove a published name: its link, then its metadata (the caller removed its marker)."""
+        store = self.store
+        with contextlib.suppress(FileNotFoundError):
+            store.link(name).unlink()
+        meta = store.metadata(name)
+        if meta.is_symlink():
+            meta.unlink()
+        else:
+            discard(meta, store.root_trash)
+        for version in store.metadata_versions(name):
+            discard(version, store.root_trash)
+
+
+def _link_target(path: Path) -> str | None:
+    try:
+        return os.readlink(path)
+    except OSError:
+        return None
 
 
 class HookPublisher(DirectoryPublisher):
@@ -125,7 +168,7 @@ class HookPublisher(DirectoryPublisher):
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
-        lock_path = self.store.work / "publish.lock"
+        lock_path = self.store.publish_lock
         lock_path.parent.mkdir(parents=True, exist_ok=True)
         with open(lock_path, "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)

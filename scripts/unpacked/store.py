@@ -1,22 +1,34 @@
 """Where things live: the content-addressed work store and the published tree.
 
 <work>/blobs/sha256/<hex>             manifests, configs and layer blobs, verified
-<work>/layers/<hex[:2]>/<hex>/        one extracted layer: rootfs/ and layer.json
+<work>/layers/<hex[:2]>/<hex>/        one extracted layer: rootfs/ and layer.json (its marker)
+<work>/flats/<config hex>.json        marker of a built flat image
+<work>/published/<name>.json          marker of a published name
 <work>/state/images/<name>.json       resolved state of one published name
 <work>/state/resolved.json            the images of this run and the resolution failures
+<work>/state/settings.json            the settings of the last run (for operator commands)
+<work>/state/settings/<hex>.json      the settings a run's jobs read, named by their digest
+<work>/state/run.lock                 held by the one process that syncs or collects
+<work>/trash/                         what is being deleted (renamed here first, then removed)
 <root>/.flat/<hex[:2]>/<hex>/         a flattened image, named by its config digest
 <root>/<registry>/<repository>:<tag>  relative symlink to the flat image
-<root>/.metadata/<name>/              manifest.json, config.json, record.json
+<root>/.metadata/<name>               -> .<leaf>.meta-<key>/: manifest.json, config.json, record.json
 <root>/.multiarch/<arch>[:<variant>]/<registry>/<repository>:<tag>   per-platform links, published under
                                       the name `.multiarch/<arch>/<registry>/...` (several platforms)
+<root>/.trash/                        what is being deleted from the root
 """
 
 from __future__ import annotations
 
+import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from .reference import validate_digest
+
+# A metadata version directory is `.<leaf>.meta-<16 hex>` beside the name's link.
+METADATA_KEY_LENGTH = 16
 
 
 def digest_hex(digest: str) -> str:
@@ -38,6 +50,10 @@ class Store:
         hexd = digest_hex(digest)
         return self.work / "layers" / hexd[:2] / hexd
 
+    def layer_marker(self, digest: str) -> Path:
+        """Written last by an extraction: a layer directory without it is not a layer."""
+        return self.layer(digest) / "layer.json"
+
     def state(self, name: str) -> Path:
         return self.work / "state" / "images" / f"{name}.json"
 
@@ -52,11 +68,36 @@ class Store:
 
     @property
     def settings(self) -> Path:
+        """The settings of the last run, for commands an operator runs by hand."""
         return self.work / "state" / "settings.json"
+
+    def run_settings(self, key: str) -> Path:
+        """Settings named by their digest: a file no other run can change under a running job."""
+        return self.work / "state" / "settings" / f"{key}.json"
+
+    @property
+    def run_lock(self) -> Path:
+        return self.work / "state" / "run.lock"
+
+    @property
+    def publish_lock(self) -> Path:
+        return self.work / "publish.lock"
+
+    @property
+    def work_trash(self) -> Path:
+        return self.work / "trash"
+
+    @property
+    def root_trash(self) -> Path:
+        return self.root / ".trash"
 
     def published_marker(self, name: str) -> Path:
         """Written by the publish job once `name` points at its current image."""
         return self.work / "published" / f"{name}.json"
+
+    def flat_marker(self, config_digest: str) -> Path:
+        """Written by the flatten job once the flat image is complete under its final name."""
+        return self.work / "flats" / f"{digest_hex(config_digest)}.json"
 
     def flat(self, config_digest: str) -> Path:
         hexd = digest_hex(config_digest)
@@ -71,5 +112,24 @@ class Store:
     def link(self, name: str) -> Path:
         return self.root / name
 
+    def link_target(self, name: str, config_digest: str) -> str:
+        """`../../.flat/ab/ab12..`: one `..` per directory level of `name` below the root."""
+        hexd = digest_hex(config_digest)
+        return "/".join([".."] * name.count("/") + [".flat", hexd[:2], hexd])
+
     def metadata(self, name: str) -> Path:
+        """The name's metadata directory as users read it (a link to its current version)."""
         return self.root / ".metadata" / name
+
+    def metadata_version(self, name: str, key: str) -> Path:
+        meta = self.metadata(name)
+        return meta.with_name(f".{meta.name}.meta-{key}")
+
+    def metadata_versions(self, name: str) -> list[Path]:
+        """Every version directory of `name`'s metadata (exact match: tag `1` never takes `1.2`'s)."""
+        meta = self.metadata(name)
+        pattern = re.compile(rf"^\.{re.escape(meta.name)}\.meta-[0-9a-f]{{{METADATA_KEY_LENGTH}}}$")
+        try:
+            return sorted(meta.parent / n for n in os.listdir(meta.parent) if pattern.match(n))
+        except FileNotFoundError:
+            return []

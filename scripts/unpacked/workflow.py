@@ -6,6 +6,7 @@ Kept here, not in `rules/common.smk`, so that it is typed, tested and shared wit
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import logging
 import os
 import socket
@@ -14,9 +15,10 @@ from pathlib import Path
 from typing import IO, Any
 
 from .config import validate_config
-from .errors import UnpackedError
+from .errors import ConfigError, UnpackedError
 from .failures import clear_job_failures
 from .fsutil import json_bytes, write_if_changed
+from .markers import drop_stale_markers
 from .recipe import load_recipe
 from .resolve import Resolution, Resolver, load_resolution
 from .store import Store, digest_hex
@@ -36,6 +38,7 @@ class Plan:
     settings: dict[str, Any]
     store: Store
     resolution: Resolution
+    settings_path: Path  # what the jobs read: named by the settings' digest, never rewritten
     blob_owner: dict[str, str] = field(default_factory=dict)  # layer or config hex -> published name
     diff_ids: dict[str, str] = field(default_factory=dict)  # layer hex -> diff_id
     config_owner: dict[str, str] = field(default_factory=dict)  # config hex -> published name
@@ -87,7 +90,7 @@ def hold_run_lock(store: Store) -> None:
     (even `-n`) on the same work directory must wait for the first. The lock is an flock: it goes
     away with the process, also after a kill -9.
     """
-    path = (store.work / "state" / "run.lock").resolve()
+    path = store.run_lock.resolve()
     if path in _RUN_LOCKS:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -109,26 +112,83 @@ def hold_run_lock(store: Store) -> None:
     _RUN_LOCKS[path] = handle
 
 
+# What `--config offline=...` may say (it arrives as a string); anything else is refused.
+_TRUE_WORDS = frozenset({"true", "yes", "on", "1"})
+_FALSE_WORDS = frozenset({"false", "no", "off", "0"})
+
+
+def parse_offline(value: object) -> object:
+    """`offline` as a boolean when it is a boolean word; other values are left for the schema."""
+    if isinstance(value, str):
+        word = value.strip().lower()
+        if word in _TRUE_WORDS | _FALSE_WORDS:
+            return word in _TRUE_WORDS
+        raise ConfigError(f"config: offline: expected true or false, got {value[:40]!r}")
+    return value
+
+
+def check_layout(store: Store) -> None:
+    """Refuse an output root and a work directory that overlap, or a root holding the workflow.
+
+    Overlapping, the work store (blobs, state, extracted layers and their symlinks) would be
+    published to users, and garbage collection of the root would reach into the work store.
+    """
+    work, root, here = store.work.resolve(), store.root.resolve(), Path.cwd().resolve()
+    if work == root or work.is_relative_to(root) or root.is_relative_to(work):
+        msg = (
+            f"config: work_dir ({store.work} -> {work}) and output_root ({store.root} -> {root}) overlap; "
+            "give them separate directories (on the same filesystem), e.g. work_dir: work, output_root: output"
+        )
+        raise ConfigError(msg)
+    if here.is_relative_to(root):
+        msg = (
+            f"config: output_root ({store.root} -> {root}) contains the workflow directory {here}; "
+            "publish into a directory of its own"
+        )
+        raise ConfigError(msg)
+
+
+def settings_digest(settings: dict[str, Any]) -> str:
+    return hashlib.sha256(json_bytes(settings)).hexdigest()[:16]
+
+
 def prepare(config: dict[str, Any] | Path, main_process: bool) -> Plan:
-    """Validate the config and resolve the recipe (main process, online) or load the last resolution."""
+    """Validate the config and resolve the recipe (main process, online) or load the last resolution.
+
+    Nothing is written before the run lock is held, and jobs read settings from a file named by their
+    digest, so a second invocation with other settings can neither change a running sync nor be
+    changed by it.
+    """
     if isinstance(config, Path):
         import yaml
 
         config = yaml.safe_load(config.read_text()) or {}
     config = dict(config)
-    if isinstance(config.get("offline"), str):  # `--config offline=true` arrives as a string
-        config["offline"] = config["offline"].strip().lower() in ("true", "yes", "1", "on")
+    if "offline" in config:
+        config["offline"] = parse_offline(config["offline"])
     settings = validate_config(config)
     store = store_for(settings)
+    check_layout(store)
+    settings_path = store.run_settings(settings_digest(settings))
+    if not main_process:
+        return Plan(settings, store, load_resolution(store), settings_path)
+    hold_run_lock(store)
+    if settings["offline"] and not store.resolved.exists():
+        msg = (
+            f"offline=true, but {store.work} holds no resolution yet ({store.resolved} is missing); "
+            "run once without offline=true first"
+        )
+        raise ConfigError(msg)
+    write_if_changed(settings_path, json_bytes(settings))
     write_if_changed(store.settings, json_bytes(settings))
-    if main_process:
-        hold_run_lock(store)
-    if main_process and not settings["offline"]:
-        show_progress()
+    show_progress()
+    if settings["offline"]:
+        resolution = load_resolution(store)
+    else:
         clear_job_failures(store)
         recipe = load_recipe(Path(settings["recipe"]))
         resolution = Resolver(settings, store).run(recipe)
         log.info("resolved %d image(s), %d failure(s)", len(resolution.images), len(resolution.failures))
-    else:
-        resolution = load_resolution(store)
-    return Plan(settings, store, resolution)
+    for problem in drop_stale_markers(store, resolution.images):
+        log.warning("%s", problem)
+    return Plan(settings, store, resolution, settings_path)

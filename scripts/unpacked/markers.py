@@ -1,0 +1,73 @@
+"""Self-repair before the DAG: a marker whose product is gone or wrong is removed, so it is rebuilt.
+
+Snakemake sees only the markers (`<work>/published/<name>.json`, `<work>/flats/<hex>.json`,
+`<work>/layers/xx/<hex>/layer.json`), not the products they stand for. A link, a flat image or a
+whole output root removed by hand, or a changed `output_root`, would otherwise stay broken while
+every run says "Nothing to be done". The checks are cheap (a few `lstat`/`readlink` per name, no
+file contents read); `unpacked verify` compares the trees themselves.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from .store import Store
+
+
+def drop_stale_markers(store: Store, images: dict[str, dict[str, Any]]) -> list[str]:
+    """Remove the markers of `images`' products that are missing or wrong; one line per removal."""
+    found: list[str] = []
+    configs: set[str] = set()
+    layers: set[str] = set()
+    for name, state in sorted(images.items()):
+        configs.add(state["config_digest"])
+        layers.update(layer["digest"] for layer in state["layers"])
+        problem = published_problem(store, name)
+        if problem:
+            _unmark(store.published_marker(name))
+            found.append(f"{state['reference']}: {problem}; publishing it again")
+    for config in sorted(configs):
+        flat = store.built_flat(config)
+        if store.flat_marker(config).exists() and not flat.is_dir():
+            _unmark(store.flat_marker(config))
+            found.append(f"flat image {flat} is missing; building it again")
+    for digest in sorted(layers):
+        rootfs = store.layer(digest) / "rootfs"
+        if store.layer_marker(digest).exists() and not rootfs.is_dir():
+            _unmark(store.layer_marker(digest))
+            found.append(f"extracted layer {store.layer(digest)} has no rootfs; extracting it again")
+    return found
+
+
+def published_problem(store: Store, name: str) -> str | None:
+    """What is wrong with the published name `name` if its marker says it is published, else None."""
+    try:
+        marker = json.loads(store.published_marker(name).read_text())
+        config = marker["config_digest"]
+    except FileNotFoundError:
+        return None  # not published yet: the DAG already has its job
+    except (ValueError, KeyError, TypeError):
+        return "its publish marker is damaged"
+    link = store.link(name)
+    try:
+        target = os.readlink(link)
+    except FileNotFoundError:
+        return f"the link {link} is missing"
+    except OSError:
+        return f"{link} is not a link"
+    if target != store.link_target(name, config):
+        return f"the link {link} points to {target}, not to its image"
+    if not store.flat(config).is_dir():
+        return f"its flat image {store.flat(config)} is missing"
+    if not (store.metadata(name) / "record.json").is_file():
+        return f"its metadata {store.metadata(name)} is missing"
+    return None
+
+
+def _unmark(marker: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        marker.unlink()

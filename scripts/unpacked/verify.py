@@ -1,0 +1,194 @@
+"""`unpacked verify`: compare what is on disk with what its records say it must be, and repair it.
+
+A flat image is checked against a fresh flatten of its extracted layers (their `layer.json` records
+and `rootfs/`), built beside it; with `--layers`, each extracted layer is first checked against a
+fresh extraction of its blob. Paths, types, modes, owners (as root), symlink targets and file
+contents are compared (a file that is the same inode as the reference is the same content; others
+are read). mtimes are not compared: the Apptainer files carry the time of their build.
+
+With `repair`, a tree that differs is replaced by the fresh one (renamed into place, the damaged one
+moved aside and removed); markers stay, so the next sync has nothing to redo.
+"""
+
+from __future__ import annotations
+
+import filecmp
+import json
+import logging
+import os
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .extract import extract_layer
+from .flatten import flatten_image
+from .fsutil import copy_tree, discard, fresh_staging, remove_tree, replace_dir
+from .publish import DirectoryPublisher
+from .store import Store
+
+log = logging.getLogger(__name__)
+# Differences listed per tree; the count is always given in full.
+SHOWN_DIFFERENCES = 10
+
+
+@dataclass
+class Finding:
+    """One tree that differs from its reference."""
+
+    what: str
+    path: Path
+    differences: list[str] = field(default_factory=list)
+    repaired: bool = False
+
+    def text(self) -> str:
+        shown = "; ".join(self.differences[:SHOWN_DIFFERENCES])
+        more = len(self.differences) - SHOWN_DIFFERENCES
+        suffix = f"; and {more} more" if more > 0 else ""
+        state = "repaired" if self.repaired else "DAMAGED"
+        return f"{state}: {self.what} {self.path}: {len(self.differences)} difference(s): {shown}{suffix}"
+
+
+@dataclass(frozen=True)
+class _Entry:
+    kind: str
+    mode: int
+    owner: tuple[int, int]
+    size: int
+    target: str
+    inode: tuple[int, int]
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISDIR, "directory"), (stat.S_ISREG, "file"), (stat.S_ISLNK, "symlink")):
+        if test(mode):
+            return name
+    return "fifo" if stat.S_ISFIFO(mode) else "special"
+
+
+def _entries(root: Path) -> dict[str, _Entry]:
+    """Every path below `root` (relative) with what is compared. A directory that cannot be listed
+    (an image's mode-000 directory, when not root) ends the walk there, in both trees alike."""
+    found: dict[str, _Entry] = {}
+    pending = [("", str(root))]
+    while pending:
+        rel, directory = pending.pop()
+        try:
+            names = os.listdir(directory)
+        except PermissionError:
+            continue
+        for name in names:
+            path = os.path.join(directory, name)
+            relpath = f"{rel}/{name}" if rel else name
+            st = os.lstat(path)
+            target = os.readlink(path) if stat.S_ISLNK(st.st_mode) else ""
+            owner = (st.st_uid, st.st_gid) if os.geteuid() == 0 else (0, 0)
+            size = st.st_size if stat.S_ISREG(st.st_mode) else 0
+            inode = (st.st_dev, st.st_ino)
+            found[relpath] = _Entry(_kind(st.st_mode), stat.S_IMODE(st.st_mode), owner, size, target, inode)
+            if stat.S_ISDIR(st.st_mode):
+                pending.append((relpath, path))
+    return found
+
+
+def compare_trees(reference: Path, actual: Path) -> list[str]:
+    """How `actual` differs from `reference`, one short line per path."""
+    want, have = _entries(reference), _entries(actual)
+    differences = [f"missing {rel}" for rel in sorted(want.keys() - have.keys())]
+    differences += [f"unexpected {rel}" for rel in sorted(have.keys() - want.keys())]
+    for rel in sorted(want.keys() & have.keys()):
+        a, b = want[rel], have[rel]
+        if a.kind != b.kind:
+            differences.append(f"{rel} is a {b.kind}, not a {a.kind}")
+        elif a.mode != b.mode:
+            differences.append(f"{rel} has mode {b.mode:o}, not {a.mode:o}")
+        elif a.owner != b.owner:
+            differences.append(f"{rel} is owned by {b.owner}, not {a.owner}")
+        elif a.target != b.target:
+            differences.append(f"{rel} points to {b.target!r}, not {a.target!r}")
+        elif a.kind == "file" and a.inode != b.inode and not _same_content(reference / rel, actual / rel, a, b):
+            differences.append(f"{rel} has other content")
+    return differences
+
+
+def _same_content(left: Path, right: Path, a: _Entry, b: _Entry) -> bool:
+    if a.size != b.size:
+        return False
+    try:
+        return filecmp.cmp(left, right, shallow=False)
+    except PermissionError:  # a mode-000 file when not root: size and mode are all we can compare
+        return True
+
+
+def _swap_in(fresh: Path, final: Path, store: Store) -> None:
+    """Replace `final` by `fresh` (same directory): the damaged tree is moved aside, then removed."""
+    aside = fresh.with_name(f".{final.name}.damaged-{os.getpid()}")
+    os.rename(final, aside)
+    os.rename(fresh, final)
+    discard(aside, store.work_trash if final.is_relative_to(store.work) else store.root_trash)
+
+
+def verify_layer(store: Store, layer: dict[str, Any], repair: bool) -> Finding | None:
+    """Check one extracted layer against a fresh extraction of its blob (None: same, or no blob)."""
+    digest, path = layer["digest"], store.layer(layer["digest"])
+    blob = store.blob(digest)
+    if not store.layer_marker(digest).exists():
+        return None  # not extracted (yet): the next sync does it
+    if not blob.exists():
+        log.warning("layer %s: its blob was collected; not verified", digest)
+        return None
+    fresh = path.with_name(f".{path.name}.verify-{os.getpid()}")
+    extract_layer(blob, layer["diff_id"], fresh, f"layer {digest}")
+    finding = Finding("extracted layer", path, compare_trees(fresh / "rootfs", path / "rootfs"))
+    if _index(fresh) != _index(path):
+        finding.differences.append("layer.json differs from a fresh extraction")
+    return _conclude(finding, fresh, path, store, repair)
+
+
+def _index(layer_dir: Path) -> Any:
+    try:
+        return json.loads((layer_dir / "layer.json").read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def verify_flat(store: Store, state: dict[str, Any], publisher: DirectoryPublisher, repair: bool) -> Finding | None:
+    """Check the published flat image of `state` against a fresh flatten of its extracted layers."""
+    config_digest = state["config_digest"]
+    final = store.flat(config_digest)
+    if not final.is_dir():
+        return None  # not built (yet): the next sync does it
+    layers = [store.layer(layer["digest"]) for layer in state["layers"]]
+    diff_ids = [layer["diff_id"] for layer in state["layers"]]
+    config = json.loads(store.blob(config_digest).read_text())
+    built = store.built_flat(config_digest)  # the fresh tree is built where flats are built
+    fresh = built.with_name(f".{built.name}.verify-{os.getpid()}")
+    flatten_image(layers, diff_ids, config, fresh, state["reference"])
+    finding = Finding("flat image", final, compare_trees(fresh, final))
+    if not finding.differences or not repair or store.build_in_root:
+        return _conclude(finding, fresh, final, store, repair)
+    # Published by a transaction: the repaired tree goes in as a copy, inside one.
+    with publisher.transaction():
+        staging = fresh_staging(final)
+        try:
+            copy_tree(fresh, staging)
+            os.chmod(staging, 0o755)
+            replace_dir(staging, final)
+        except BaseException:
+            remove_tree(staging)
+            raise
+    if built.is_dir():
+        _swap_in(fresh, built, store)
+    else:
+        discard(fresh, store.work_trash)
+    finding.repaired = True
+    return finding
+
+
+def _conclude(finding: Finding, fresh: Path, final: Path, store: Store, repair: bool) -> Finding | None:
+    if finding.differences and repair:
+        _swap_in(fresh, final, store)
+        finding.repaired = True
+    else:
+        discard(fresh, store.work_trash if fresh.is_relative_to(store.work) else store.root_trash)
+    return finding if finding.differences else None
