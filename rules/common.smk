@@ -7,7 +7,9 @@ from unpacked.workflow import prepare
 # Registries are contacted here, once, in the main process; jobs and cluster nodes reuse its state.
 PLAN = prepare(config, main_process=workflow.is_main_process)
 WORK = str(PLAN.store.work)
-# Named by the settings' digest: another invocation cannot change what a running job reads.
+# Named by the settings' digest: another invocation cannot change what a running job reads. Rules
+# pass it as a param, not an input: the profile's rerun-triggers leave params out, so a changed
+# setting does not rebuild every image (without that profile, every job would run again).
 SETTINGS = str(PLAN.settings_path)
 # The package's CLI: on PATH when its environment is active, else through this interpreter.
 UNPACKED = (

@@ -8,7 +8,6 @@ file name; the message must still say where, and nothing partial may be left und
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -105,14 +104,18 @@ def test_flatten_names_the_flat_image(synced: Synced) -> None:
 
 def test_publish_names_the_metadata(synced: Synced) -> None:
     meta = synced.directory / "output/.metadata"
-    record = json.loads((meta / synced.name / "record.json").read_text())
+    link = synced.directory / "output" / synced.name
+    link.unlink()
+    os.symlink("../../../elsewhere", link)  # so that a publish that went on would change it
     shutil.rmtree(meta)
     meta.mkdir()
     marker = synced.directory / "work/published" / f"{synced.name}.json"
+    marker.unlink()
     done = synced.job(meta, "publish", "--image", synced.name, "--marker", str(marker))
     assert done.returncode == 1, done.stderr
     assert "cannot write output/.metadata/" in done.stderr and FULL in done.stderr and ADVICE in done.stderr
-    assert record["config_digest"] == synced.image.config_digest
+    assert os.readlink(link) == "../../../elsewhere", "metadata first: the link is not touched"
+    assert not marker.exists()
 
 
 def test_resolution_names_the_state_file(tmp_path: Path, registry: LocalRegistry, repo_name: str) -> None:

@@ -120,3 +120,33 @@ def test_failed_resolution_is_never_pruned(tmp_path: Path, registry: LocalRegist
     assert done.returncode == 0, done.stderr
     link = run / "output" / registry.host / repo_name / "app:1"
     assert (link / "etc/id").read_text() == "x\n", "still in the recipe: kept, and its image too"
+
+
+def test_leftovers_of_killed_jobs_are_collected_and_aliased_flats_kept(
+    tmp_path: Path, registry: LocalRegistry, repo_name: str
+) -> None:
+    run = tmp_path / "run"
+    oci.push(registry, f"{repo_name}/app", "1", image("old\n"))
+    configure(run, registry, [f"{repo_name}/app:1"])
+    sync(run)
+    link = run / "output" / registry.host / repo_name / "app:1"
+    old_flat = link.resolve()
+    alias = run / "output/aliases/app-old"  # an operator's own link to the old image
+    alias.parent.mkdir()
+    os.symlink(os.path.relpath(old_flat, alias.parent), alias)
+    oci.push(registry, f"{repo_name}/app", "1", image("new\n"))
+    sync(run)
+    # What killed jobs leave: a flat's staging directory, a blob's partial download, a temporary link.
+    staging = old_flat.with_name(f".{old_flat.name}.tmp-12345")
+    staging.mkdir()
+    (staging / "half").write_text("x")
+    part = next((run / "work/blobs/sha256").iterdir()).with_name(f".{'a' * 64}.xyz.part")
+    part.write_text("partial")
+    temp_link = link.with_name(".app:1.link-4242")
+    os.symlink("nowhere", temp_link)
+
+    done = gc(run, "--grace-days", "0")
+    assert done.returncode == 0, done.stderr
+    assert not staging.exists() and not part.exists() and not os.path.lexists(temp_link)
+    assert old_flat.is_dir() and (alias / "etc/id").read_text() == "old\n", "a flat some link points to stays"
+    assert (link / "etc/id").read_text() == "new\n"

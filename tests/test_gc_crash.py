@@ -87,6 +87,11 @@ def moved(tmp_path: Path, registry: LocalRegistry, repo_name: str) -> tuple[Path
     return run, link, big
 
 
+def assert_in_trash(run: Path) -> None:
+    """The removal was interrupted in the trash, where the next collection finishes it."""
+    assert max(count(run / "work/trash"), count(run / "output/.trash")) > 0, "the kill came too late"
+
+
 def assert_whole_when_back(run: Path, link: Path, big: oci.Image, registry: LocalRegistry, repo: str) -> None:
     oci.push(registry, repo, "1", big)
     sync(run)
@@ -116,6 +121,7 @@ def test_gc_killed_while_removing_a_flat_image(
     # Whole under its name, or not under its name at all; never marked as built while partial.
     assert count(flat / "files") in (FILES, -1), "a half-removed flat image is left under its final name"
     assert not marker.exists() or count(flat / "files") == FILES
+    assert_in_trash(run)
     assert_whole_when_back(run, link, big, registry, repo_name)
 
 
@@ -129,4 +135,5 @@ def test_gc_killed_while_removing_an_extracted_layer(
     kill_gc_when(run, lambda: count(layer / "rootfs/files") < FILES)
     assert count(layer / "rootfs/files") in (FILES, -1), "a half-removed layer is left under its final name"
     assert not (layer / "layer.json").exists() or count(layer / "rootfs/files") == FILES
+    assert_in_trash(run)
     assert_whole_when_back(run, link, big, registry, repo_name)

@@ -183,3 +183,13 @@ def test_offline_without_a_resolution_is_refused(tmp_path: Path, registry: Local
     write_config(run, [f"http://{registry.host}/{repo_name}:1"], {registry.host: {"insecure": True}})
     assert run_workflow(run).returncode == 0
     assert run_workflow(run, "--config", "offline=true").returncode == 0
+
+
+@pytest.mark.parametrize("word", ["1", "yes", "True"])
+def test_offline_words_on_the_command_line(tmp_path: Path, registry: LocalRegistry, repo_name: str, word: str) -> None:
+    oci.push(registry, repo_name, "1", image("x\n"))
+    run = tmp_path / "run"
+    write_config(run, [f"http://{registry.host}/{repo_name}:1"], {registry.host: {"insecure": True}})
+    assert run_workflow(run).returncode == 0
+    done = run_workflow(run, "--config", f"offline={word}")
+    assert done.returncode == 0, done.stdout + done.stderr

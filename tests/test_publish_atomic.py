@@ -14,6 +14,9 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
+from unpacked import publish
 from unpacked.publish import DirectoryPublisher
 from unpacked.store import Store
 
@@ -52,7 +55,7 @@ def test_metadata_readers_never_see_a_mix(tmp_path: Path) -> None:
     publisher.publish(images[0], store.flat(images[0]["config_digest"]))
     meta = store.metadata(name)
     stop = threading.Event()
-    seen = {"reads": 0, "mixed": 0, "vanished": 0, "not_built": 0}
+    seen = {"reads": 0, "mixed": 0, "vanished": 0}
     problems: list[str] = []
 
     def read() -> None:
@@ -69,8 +72,6 @@ def test_metadata_readers_never_see_a_mix(tmp_path: Path) -> None:
             if digest(manifest) != record["manifest_digest"] or digest(config) != record["config_digest"]:
                 seen["mixed"] += 1
                 problems.append(f"record {record['config_digest']} read with config {digest(config)}")
-            if not store.flat(record["config_digest"]).is_dir():
-                seen["not_built"] += 1
 
     readers = [threading.Thread(target=read) for _ in range(2)]
     for reader in readers:
@@ -92,10 +93,26 @@ def test_metadata_readers_never_see_a_mix(tmp_path: Path) -> None:
             reader.join()
     assert flips > 50 and seen["reads"] > 200, (flips, seen)
     assert seen["mixed"] == 0, problems[:5]
-    assert seen["not_built"] == 0, "metadata must never describe an image that is not in .flat"
     # Old versions do not pile up: the current one and the one before it.
     assert len(store.metadata_versions(name)) <= 2
     assert not os.listdir(store.root_trash)
+
+
+def test_metadata_is_swapped_before_the_link(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """So it never describes an image the link does not reach yet... only one it is about to reach."""
+    store = Store(tmp_path / "work", tmp_path / "root")
+    swaps: list[str] = []
+    real_swap = publish.swap_symlink
+
+    def recording_swap(link: Path, target: str) -> bool:
+        swaps.append("metadata" if ".metadata" in link.parts else "link")
+        return real_swap(link, target)
+
+    monkeypatch.setattr(publish, "swap_symlink", recording_swap)
+    first, second = make_image(store, "first"), make_image(store, "second")
+    for state in (first, second):
+        publish.DirectoryPublisher(store).publish(state, store.flat(state["config_digest"]))
+    assert swaps == ["metadata", "link", "metadata", "link"]
 
 
 def test_metadata_of_an_older_layout_is_migrated(tmp_path: Path) -> None:

@@ -179,3 +179,34 @@ def test_verify_layers_finds_content_changed_in_the_layer_store(tree: Tree) -> N
     tree.assert_published("one")
     tree.assert_published("two")
     assert tree.unpacked(["verify", "--layers"]).returncode == 0
+
+
+def test_a_root_that_looks_unmounted_is_not_filled(tree: Tree) -> None:
+    """An empty mount point (the network filesystem is not mounted) must not receive every image again."""
+    shutil.rmtree(tree.root())
+    tree.root().mkdir()  # what an unmounted mount point looks like
+    done = run_workflow(tree.directory)
+    output = done.stdout + done.stderr
+    assert done.returncode != 0, output
+    assert "holds no .metadata/" in output and "is its filesystem mounted?" in output, output
+    assert os.listdir(tree.root()) == [], "nothing may be written into it"
+    assert all((tree.directory / "work/published").rglob("*.json")), "the markers stay"
+    # The operator confirms that it was emptied on purpose: everything is published again.
+    tree.root().rmdir()
+    tree.sync()
+    tree.assert_published("one")
+
+
+def test_verify_goes_on_past_an_image_it_cannot_check(tree: Tree) -> None:
+    one, two = tree.link("one").resolve(), tree.link("two").resolve()
+    (two / "etc/id").unlink()
+    # one's own layer (the second) is gone from the store: its flat cannot be rebuilt for comparison.
+    layer_hex = json.loads((tree.directory / "work/state/images" / f"{tree.name('one')}.json").read_text())
+    own = layer_hex["layers"][1]["digest"].split(":")[1]
+    shutil.rmtree(tree.directory / "work/layers" / own[:2] / own / "rootfs")
+    checked = tree.unpacked(["verify"])
+    assert checked.returncode == 1
+    assert f"flat image {one.relative_to(tree.directory)}: 1 difference(s): could not verify" in checked.stderr
+    assert f"flat image {two.relative_to(tree.directory)}: 1 difference(s): missing etc/id" in checked.stderr
+    leftovers = [p.name for p in (one.parent, two.parent) for p in p.iterdir() if p.name.startswith(".")]
+    assert leftovers == [], "no reference tree may be left behind"

@@ -153,13 +153,11 @@ def cmd_gc(args: argparse.Namespace) -> None:
     settings = _settings(args.settings)
     store = _store(settings)
     hold_run_lock(store)  # never while a sync runs in this work directory
-    plan = gc.Plan()
-    if args.prune:
-        plan = gc.plan_prune(store, load_recipe(Path(settings["recipe"])))
-        gc.guard(plan, store, args.max_fraction, args.force)
     # Links are counted before pruning: flats that only pruned links used go at the next collection.
-    collected = gc.plan_collect(store, args.grace_days)
-    plan.flats, plan.layers, plan.blobs = collected.flats, collected.layers, collected.blobs
+    plan = gc.plan_collect(store, args.grace_days)
+    if args.prune:
+        plan.links = gc.plan_prune(store, load_recipe(Path(settings["recipe"]))).links
+        gc.guard(plan, store, args.max_fraction, args.force)
     for line in plan.lines():
         print(("would remove " if args.dry_run else "removing ") + line)
     if not args.dry_run:

@@ -8,6 +8,7 @@ any moment leaves a product whole under its name or not there at all, never half
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import json
 import os
@@ -17,7 +18,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from .errors import StoreError, write_failure
+from .errors import ENVIRONMENT_ERRNOS, StoreError, write_failure
 
 
 def json_bytes(document: object) -> bytes:
@@ -96,7 +97,12 @@ def discard(path: Path, trash: Path) -> None:
     Killed half-way, `path` is either still whole under its name or gone from it; what is left in
     the trash is finished by `empty_trash`.
     """
-    if not os.path.lexists(path):
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISDIR(st.st_mode):
+        path.unlink()  # one call: already all or nothing
         return
     trash.mkdir(parents=True, exist_ok=True)
     holder = Path(tempfile.mkdtemp(dir=trash, prefix="del-"))
@@ -105,7 +111,9 @@ def discard(path: Path, trash: Path) -> None:
     except OSError as err:
         if err.errno != errno.EXDEV:
             raise
-        os.rmdir(holder)  # a mount point inside the tree: step aside in the same directory instead
+        # The trash is on another filesystem (a store directory mounted apart): step aside in the
+        # same directory; such `.old-` names are removed by the next build or collection there.
+        os.rmdir(holder)
         holder = path.with_name(f".{path.name}.old-{os.getpid()}")
         os.rename(path, holder)
     remove_tree(holder)
@@ -124,25 +132,51 @@ def empty_trash(trash: Path) -> int:
 
 @contextlib.contextmanager
 def naming_failures(path: Path) -> Iterator[None]:
-    """Turn an OSError raised while writing `path` (ENOSPC says no file name) into a StoreError."""
+    """Name `path` in a failure of the machine (full disk, read-only, I/O error) while writing it:
+    ENOSPC comes without any file name. Other errors are left as they are."""
     try:
         yield
     except StoreError:
         raise
     except OSError as err:
+        if err.errno not in ENVIRONMENT_ERRNOS:
+            raise
         raise write_failure(path, err) from err
 
 
+_LIBC = ctypes.CDLL(None, use_errno=True)
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2
+
+
+def exchange(first: Path, second: Path) -> bool:
+    """Swap two existing paths in one step (renameat2 RENAME_EXCHANGE): a reader sees one or the
+    other, never neither. False where the kernel or filesystem cannot (nothing changed then)."""
+    renameat2 = getattr(_LIBC, "renameat2", None)
+    if renameat2 is None:
+        return False
+    if renameat2(_AT_FDCWD, os.fsencode(first), _AT_FDCWD, os.fsencode(second), _RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(code, os.strerror(code), str(first), None, str(second))
+
+
 def replace_dir(staging: Path, final: Path) -> None:
-    """Move a finished directory into place; an older `final` is moved aside first, then removed."""
+    """Move a finished directory into place. An older `final` is exchanged with it in one step where
+    the filesystem allows (else moved aside first), then removed."""
     final.parent.mkdir(parents=True, exist_ok=True)
-    if os.path.lexists(final):
-        aside = final.with_name(f".{final.name}.old-{os.getpid()}")
-        os.rename(final, aside)
+    if not os.path.lexists(final):
         os.rename(staging, final)
-        remove_tree(aside)
-    else:
-        os.rename(staging, final)
+        return
+    if exchange(staging, final):
+        remove_tree(staging)  # now the old tree; a kill leaves a `.tmp-` name, removed by the next build
+        return
+    aside = final.with_name(f".{final.name}.old-{os.getpid()}")
+    os.rename(final, aside)
+    os.rename(staging, final)
+    remove_tree(aside)
 
 
 def fresh_staging(dest: Path) -> Path:

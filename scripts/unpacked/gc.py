@@ -9,11 +9,13 @@ resolved a link a moment ago keeps a working image for a while): flat images no 
 extracted layers and blobs that no resolved image uses. Both go through the publisher, so on
 CernVM-FS they happen inside a transaction, and both can be previewed with `dry_run`.
 
-Only what the layout defines is ever considered: links named `<registry>/<repository>:<tag>` (or
-`@sha256:<hex>`, or under `.multiarch/<arch>/`) that point into `.flat/`, and entries of `.flat/`,
-`layers/` and `blobs/` named by a digest. Every removal is crash-safe: the marker goes first, then
-the product is renamed into a trash directory and deleted there; a killed collection leaves every
-product whole or gone, and the next one empties the trash.
+Only what the layout defines is ever removed: links named `<registry>/<repository>:<tag>` (or
+`@sha256:<hex>`, or under `.multiarch/<arch>/`) that point into `.flat/`, entries of `.flat/`,
+`layers/` and `blobs/` named by a digest, and the dot-named leftovers of killed jobs beside them.
+A flat image that any link in the root points to (an operator's alias too) is kept. Every removal
+is crash-safe: the marker goes first, then the product is renamed into a trash directory and
+deleted there; a killed collection leaves every product whole or gone, and the next one empties
+the trash.
 """
 
 from __future__ import annotations
@@ -32,12 +34,12 @@ from .fsutil import discard, empty_trash
 from .publish import DirectoryPublisher
 from .recipe import Recipe
 from .reference import parse_reference
-from .store import Store
+from .store import ARCH_PART, MULTIARCH_DIR, Store
 
 log = logging.getLogger(__name__)
-MULTIARCH_DIR = ".multiarch"
 _HEX = re.compile(r"^[0-9a-f]{64}$")
-_ARCH_DIR = re.compile(r"^[A-Za-z0-9_]{1,32}(:[A-Za-z0-9_]{1,32})?$")
+# What killed jobs leave beside the products: staging directories, asides, temporary links, parts.
+_LEFTOVER = re.compile(r"^\.+[0-9a-f]{64}\.|^\..+\.link-\d+$")
 
 
 @dataclass
@@ -48,9 +50,11 @@ class Plan:
     flats: list[Path] = field(default_factory=list)
     layers: list[Path] = field(default_factory=list)
     blobs: list[Path] = field(default_factory=list)
+    leftovers: list[Path] = field(default_factory=list)  # of killed jobs, and settings of old runs
 
     def lines(self) -> list[str]:
-        return [*self.links, *(str(p) for group in (self.flats, self.layers, self.blobs) for p in group)]
+        groups = (self.flats, self.layers, self.blobs, self.leftovers)
+        return [*self.links, *(str(p) for group in groups for p in group)]
 
 
 def is_published_name(name: str) -> bool:
@@ -58,7 +62,7 @@ def is_published_name(name: str) -> bool:
     or either under `.multiarch/<arch>[:<variant>]/`."""
     parts = name.split("/", 2)
     if parts[0] == MULTIARCH_DIR:
-        if len(parts) < 3 or not _ARCH_DIR.match(parts[1]):
+        if len(parts) < 3 or not all(ARCH_PART.match(p) for p in parts[1].split(":", 1)):
             return False
         name = parts[2]
     try:
@@ -68,33 +72,32 @@ def is_published_name(name: str) -> bool:
     return not ref.is_glob and ref.published_name == name
 
 
-def _points_into_flat(link: Path, name: str) -> bool:
-    target = os.readlink(link)
-    parts = target.split("/")
-    depth = name.count("/")
-    return (
-        parts[:depth] == [".."] * depth
-        and len(parts) == depth + 3
-        and parts[depth] == ".flat"
-        and _HEX.match(parts[depth + 2]) is not None
-        and parts[depth + 1] == parts[depth + 2][:2]
-    )
+def _root_symlinks(store: Store) -> list[tuple[str, Path]]:
+    """Every symlink in the root outside its dot directories (but .multiarch), by relative name."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(store.root):
+        top = dirpath == str(store.root)
+        # Names never start with a dot; of the root's dot directories only .multiarch holds links.
+        dirnames[:] = [d for d in dirnames if not d.startswith(".") or (top and d == MULTIARCH_DIR)]
+        # os.walk lists links to directories in `dirnames` but does not descend into them.
+        for entry in filenames + dirnames:
+            path = Path(dirpath, entry)
+            if path.is_symlink():
+                found.append((path.relative_to(store.root).as_posix(), path))
+    return found
 
 
 def published_names(store: Store) -> dict[str, Path]:
     """Every name we published under the root, with its link; nothing else found there counts."""
-    found: dict[str, Path] = {}
-    root = store.root
-    for dirpath, dirnames, filenames in os.walk(root):
-        rel_dir = os.path.relpath(dirpath, root)
-        # Names never start with a dot; of the root's dot directories only .multiarch holds links.
-        dirnames[:] = [d for d in dirnames if not d.startswith(".") or (rel_dir == "." and d == MULTIARCH_DIR)]
-        for entry in filenames + dirnames:
-            path = Path(dirpath, entry)
-            name = path.relative_to(root).as_posix()
-            if path.is_symlink() and is_published_name(name) and _points_into_flat(path, name):
-                found[name] = path
-    # os.walk lists links to directories in `dirnames` but does not descend into them.
+    found = {}
+    for name, link in _root_symlinks(store):
+        leaf = os.readlink(link).rpartition("/")[2]
+        if (
+            _HEX.match(leaf)
+            and is_published_name(name)
+            and os.readlink(link) == store.link_target(name, f"sha256:{leaf}")
+        ):
+            found[name] = link
     return found
 
 
@@ -132,7 +135,7 @@ def plan_collect(store: Store, grace_days: float) -> Plan:
     """Flats, layers and blobs that nothing refers to and that are older than the grace period."""
     cutoff = time.time() - grace_days * 86400
     plan = Plan()
-    linked = {os.path.realpath(link) for link in published_names(store).values()}
+    linked = {os.path.realpath(link) for _, link in _root_symlinks(store)}
     for flat in _digest_named(store.root, ".flat/*/*"):
         marker = store.flat_marker(f"sha256:{flat.name}")
         if str(flat.resolve()) not in linked and _older_than(marker if marker.exists() else flat, cutoff):
@@ -154,7 +157,25 @@ def plan_collect(store: Store, grace_days: float) -> Plan:
     plan.flats.extend(unused("flat/*/*"))  # copies a transaction publisher has published
     plan.layers = unused("layers/*/*")
     plan.blobs = unused("blobs/sha256/*")
+    plan.leftovers = [p for p in _leftovers(store) if _older_than(p, cutoff)]
     return plan
+
+
+def _leftovers(store: Store) -> list[Path]:
+    """Dot-named entries killed jobs left beside the products, and the settings files of old runs."""
+    found = [
+        path
+        for pattern in (".flat/*/.*", "flat/*/.*", "layers/*/.*", "blobs/sha256/.*")
+        for path in (store.root if pattern.startswith(".flat") else store.work).glob(pattern)
+        if _LEFTOVER.match(path.name)
+    ]
+    found += [path for name, path in _root_symlinks(store) if _LEFTOVER.match(path.name)]
+    try:
+        current = store.settings.read_bytes()
+    except FileNotFoundError:
+        current = b""
+    found += [p for p in store.work.glob("state/settings/*.json") if p.read_bytes() != current]
+    return sorted(found)
 
 
 def guard(plan: Plan, store: Store, max_fraction: float, force: bool) -> None:
@@ -180,18 +201,18 @@ def execute(plan: Plan, store: Store, publisher: DirectoryPublisher) -> None:
         discard(store.state(name), store.work_trash)
     for flat in plan.flats:
         discard(store.flat_marker(f"sha256:{flat.name}"), store.work_trash)
-    in_root = [flat for flat in plan.flats if flat.is_relative_to(store.root)]
+    in_root = [p for p in plan.flats + plan.leftovers if p.is_relative_to(store.root)]
     if plan.links or in_root:
         with publisher.transaction():
             for name in plan.links:
                 publisher.unpublish(name)
                 log.info("unpublished %s", name)
-            for flat in in_root:
-                discard(flat, store.root_trash)  # works whatever modes the image has
-                log.info("removed flat image %s", flat)
-    for flat in plan.flats:
-        if not flat.is_relative_to(store.root):
-            discard(flat, store.work_trash)
+            for path in in_root:
+                discard(path, store.root_trash)  # works whatever modes the image has
+                log.info("removed %s", path)
+    for path in plan.flats + plan.leftovers:
+        if not path.is_relative_to(store.root):
+            discard(path, store.work_trash)
     for layer in plan.layers:
         discard(layer / "layer.json", store.work_trash)
         discard(layer, store.work_trash)

@@ -5,21 +5,49 @@ Snakemake sees only the markers (`<work>/published/<name>.json`, `<work>/flats/<
 whole output root removed by hand, or a changed `output_root`, would otherwise stay broken while
 every run says "Nothing to be done". The checks are cheap (a few `lstat`/`readlink` per name, no
 file contents read); `unpacked verify` compares the trees themselves.
+
+A root that merely cannot be seen is not repaired: one that exists without the `.metadata/`
+directory every publish writes, while names are marked published, is an empty mount point (a
+network filesystem or CernVM-FS not mounted), and a read error other than "not found" stops the
+run. Rebuilding thousands of images into the wrong filesystem is worse than stopping.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 from pathlib import Path
 from typing import Any
 
+from .errors import StoreError
 from .store import Store
+
+
+def check_root_is_there(store: Store, images: dict[str, dict[str, Any]]) -> None:
+    """Refuse to repair into a root that looks unmounted (see the module documentation)."""
+    published = sum(1 for name in images if store.published_marker(name).exists())
+    if not published:
+        return
+    if store.root.is_dir() and not (store.root / ".metadata").is_dir():
+        msg = (
+            f"output root {store.root} exists but holds no .metadata/, while {published} name(s) are marked "
+            "published: is its filesystem mounted? If it was emptied on purpose, remove the directory itself "
+            "(or create an empty .metadata/ in it) and run again: everything is then published again"
+        )
+        raise StoreError(msg)
+    if not store.root.exists() and not store.build_in_root:
+        msg = (
+            f"output root {store.root} does not exist, while {published} name(s) are marked published "
+            "through the transaction publisher: is the repository mounted?"
+        )
+        raise StoreError(msg)
 
 
 def drop_stale_markers(store: Store, images: dict[str, dict[str, Any]]) -> list[str]:
     """Remove the markers of `images`' products that are missing or wrong; one line per removal."""
+    check_root_is_there(store, images)
     found: list[str] = []
     configs: set[str] = set()
     layers: set[str] = set()
@@ -57,7 +85,9 @@ def published_problem(store: Store, name: str) -> str | None:
         target = os.readlink(link)
     except FileNotFoundError:
         return f"the link {link} is missing"
-    except OSError:
+    except OSError as err:
+        if err.errno != errno.EINVAL:  # EIO, ENOTCONN, EACCES: cannot tell, so touch nothing
+            raise StoreError(f"cannot read {link}: {err.strerror}; check the output root's filesystem") from err
         return f"{link} is not a link"
     if target != store.link_target(name, config):
         return f"the link {link} points to {target}, not to its image"

@@ -7,7 +7,7 @@ allows, so concurrent publish jobs take turns through a lock file.
 
 Every write is atomic: the link is created under a temporary name and renamed over the old one.
 A name's metadata (manifest.json, config.json, record.json) is one directory, written whole under
-a version name `.<leaf>.meta-<key>` and swapped in through the link `.metadata/<name>`, so readers
+a version name `.<leaf>.meta/<key>` and swapped in through the link `.metadata/<name>`, so readers
 that resolve `.metadata/<name>` once see three files that belong together. The metadata is swapped
 before the link: it never describes an image that is not complete in `.flat/`. The previous version
 is kept until the next publish (a reader in the middle of it keeps its files). A tag that moves
@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import PublishError
-from .fsutil import copy_tree, discard, fresh_staging, json_bytes, naming_failures, remove_tree
+from .fsutil import copy_tree, discard, fresh_staging, json_bytes, naming_failures, remove_tree, replace_dir
 from .store import METADATA_KEY_LENGTH, Store
 
 log = logging.getLogger(__name__)
@@ -46,9 +46,11 @@ def swap_symlink(link: Path, target: str) -> bool:
     link.parent.mkdir(parents=True, exist_ok=True)
     if link.is_dir() and not link.is_symlink():
         raise PublishError(f"{link} is a real directory, not a link we published; remove it by hand")
-    for stale in link.parent.glob(f".{link.name}.link-*"):  # left by a killed publish job
-        stale.unlink()
+    # No listing of the directory (a repository may have thousands of tags): one name per process;
+    # one a killed job left behind is removed by `unpacked gc`.
     tmp = link.with_name(f".{link.name}.link-{os.getpid()}")
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
     os.symlink(target, tmp)
     os.replace(tmp, link)
     return True
@@ -68,15 +70,7 @@ class DirectoryPublisher:
         name = state["name"]
         final_flat = store.flat(state["config_digest"])
         if flat.resolve() != final_flat.resolve() and not final_flat.exists():
-            # Built outside the root (transaction publishers): copy it in, then rename.
-            staging = fresh_staging(final_flat)
-            try:
-                copy_tree(flat, staging)
-                os.chmod(staging, 0o755)
-                os.rename(staging, final_flat)
-            except BaseException:
-                remove_tree(staging)
-                raise
+            self.copy_flat_in(flat, final_flat)  # built outside the root (transaction publishers)
         if not final_flat.is_dir():
             raise PublishError(f"{state['reference']}: flat image {final_flat} is missing; run the workflow again")
         target = store.link_target(name, state["config_digest"])
@@ -86,6 +80,18 @@ class DirectoryPublisher:
         self._write_metadata(state, changed)
         swap_symlink(link, target)
         log.info("%s: published -> %s%s", state["reference"], target, "" if changed else " (unchanged)")
+
+    @staticmethod
+    def copy_flat_in(built: Path, final_flat: Path) -> None:
+        """Copy a flat image built elsewhere into the root, replacing whatever is at `final_flat`."""
+        staging = fresh_staging(final_flat)
+        try:
+            copy_tree(built, staging)
+            os.chmod(staging, 0o755)
+            replace_dir(staging, final_flat)
+        except BaseException:
+            remove_tree(staging)
+            raise
 
     def _write_metadata(self, state: dict[str, Any], changed: bool) -> None:
         store = self.store
@@ -124,10 +130,10 @@ class DirectoryPublisher:
         previous = _link_target(meta)
         if meta.is_dir() and not meta.is_symlink():  # written by an older version: one real directory
             discard(meta, store.root_trash)
-        swap_symlink(meta, version.name)
-        keep = {version.name, previous}
+        current = f"{version.parent.name}/{version.name}"
+        swap_symlink(meta, current)
         for stale in store.metadata_versions(state["name"]):
-            if stale.name not in keep:
+            if f"{stale.parent.name}/{stale.name}" not in (current, previous):
                 discard(stale, store.root_trash)
 
     def unpublish(self, name: str) -> None:
@@ -135,13 +141,8 @@ class DirectoryPublisher:
         store = self.store
         with contextlib.suppress(FileNotFoundError):
             store.link(name).unlink()
-        meta = store.metadata(name)
-        if meta.is_symlink():
-            meta.unlink()
-        else:
-            discard(meta, store.root_trash)
-        for version in store.metadata_versions(name):
-            discard(version, store.root_trash)
+        discard(store.metadata(name), store.root_trash)  # the link (or an older layout's directory)
+        discard(store.metadata_versions_dir(name), store.root_trash)
 
 
 def _link_target(path: Path) -> str | None:

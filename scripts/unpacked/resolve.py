@@ -9,7 +9,6 @@ from __future__ import annotations
 import fnmatch
 import json
 import logging
-import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -31,17 +30,13 @@ from .mirrors import MirroredClient, make_client
 from .recipe import Recipe
 from .reference import TAG_RE, ImageRef
 from .registry import RegistryClient, sha256_digest
-from .store import Store
+from .store import ARCH_PART, MULTIARCH_DIR, Store
 from .transport import load_realms, save_realms
 
 log = logging.getLogger(__name__)
 # Nested indexes deeper than this are refused (a loop or a hostile index).
 MAX_INDEX_DEPTH = 4
-# DUCC's directory of per-architecture links: <root>/.multiarch/<arch>[:<variant>]/<registry>/<repo>:<tag>.
-MULTIARCH_DIR = ".multiarch"
 PLATFORM_KEYS = ("os", "architecture", "variant")
-# Architecture and variant come from the registry and become a directory name: keep them plain.
-_ARCH_PART = re.compile(r"^[A-Za-z0-9_]{1,32}$")
 
 
 class PlatformMissing(UnsupportedImageError):
@@ -52,7 +47,7 @@ def arch_directory(platform: dict[str, Any], what: str) -> str:
     """DUCC's directory name for a platform: `amd64`, `arm64:v8` (the OS is not part of it)."""
     parts = [platform.get("architecture"), platform.get("variant")]
     parts = [p for p in parts if p]
-    if not parts or not all(isinstance(p, str) and _ARCH_PART.match(p) for p in parts):
+    if not parts or not all(isinstance(p, str) and ARCH_PART.match(p) for p in parts):
         raise UnsupportedImageError(f"{what}: platform {platform!r} cannot name a .multiarch directory")
     return ":".join(parts)
 

@@ -12,7 +12,7 @@
 <work>/trash/                         what is being deleted (renamed here first, then removed)
 <root>/.flat/<hex[:2]>/<hex>/         a flattened image, named by its config digest
 <root>/<registry>/<repository>:<tag>  relative symlink to the flat image
-<root>/.metadata/<name>               -> .<leaf>.meta-<key>/: manifest.json, config.json, record.json
+<root>/.metadata/<name>               -> .<leaf>.meta/<key>/: manifest.json, config.json, record.json
 <root>/.multiarch/<arch>[:<variant>]/<registry>/<repository>:<tag>   per-platform links, published under
                                       the name `.multiarch/<arch>/<registry>/...` (several platforms)
 <root>/.trash/                        what is being deleted from the root
@@ -27,8 +27,13 @@ from pathlib import Path
 
 from .reference import validate_digest
 
-# A metadata version directory is `.<leaf>.meta-<16 hex>` beside the name's link.
+# A metadata version directory is `.<leaf>.meta/<16 hex>/` beside the name's link.
 METADATA_KEY_LENGTH = 16
+_METADATA_KEY = re.compile(rf"^[0-9a-f]{{{METADATA_KEY_LENGTH}}}$")
+# DUCC's directory of per-platform links: <root>/.multiarch/<arch>[:<variant>]/<registry>/<repo>:<tag>.
+MULTIARCH_DIR = ".multiarch"
+# One part of a platform (architecture or variant) as it may appear in a .multiarch directory name.
+ARCH_PART = re.compile(r"^[A-Za-z0-9_]{1,32}$")
 
 
 def digest_hex(digest: str) -> str:
@@ -121,15 +126,18 @@ class Store:
         """The name's metadata directory as users read it (a link to its current version)."""
         return self.root / ".metadata" / name
 
-    def metadata_version(self, name: str, key: str) -> Path:
+    def metadata_versions_dir(self, name: str) -> Path:
+        """Where the versions of `name`'s metadata live: `.<leaf>.meta/` beside its link."""
         meta = self.metadata(name)
-        return meta.with_name(f".{meta.name}.meta-{key}")
+        return meta.with_name(f".{meta.name}.meta")
+
+    def metadata_version(self, name: str, key: str) -> Path:
+        return self.metadata_versions_dir(name) / key
 
     def metadata_versions(self, name: str) -> list[Path]:
-        """Every version directory of `name`'s metadata (exact match: tag `1` never takes `1.2`'s)."""
-        meta = self.metadata(name)
-        pattern = re.compile(rf"^\.{re.escape(meta.name)}\.meta-[0-9a-f]{{{METADATA_KEY_LENGTH}}}$")
+        """Every complete version directory of `name`'s metadata (staging names are not versions)."""
+        versions = self.metadata_versions_dir(name)
         try:
-            return sorted(meta.parent / n for n in os.listdir(meta.parent) if pattern.match(n))
+            return sorted(versions / n for n in os.listdir(versions) if _METADATA_KEY.match(n))
         except FileNotFoundError:
             return []

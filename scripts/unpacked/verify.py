@@ -21,9 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .errors import UnpackedError
 from .extract import extract_layer
 from .flatten import flatten_image
-from .fsutil import copy_tree, discard, fresh_staging, remove_tree, replace_dir
+from .fsutil import discard, replace_dir
 from .publish import DirectoryPublisher
 from .store import Store
 
@@ -120,12 +121,14 @@ def _same_content(left: Path, right: Path, a: _Entry, b: _Entry) -> bool:
         return True
 
 
-def _swap_in(fresh: Path, final: Path, store: Store) -> None:
-    """Replace `final` by `fresh` (same directory): the damaged tree is moved aside, then removed."""
-    aside = fresh.with_name(f".{final.name}.damaged-{os.getpid()}")
-    os.rename(final, aside)
-    os.rename(fresh, final)
-    discard(aside, store.work_trash if final.is_relative_to(store.work) else store.root_trash)
+def _trash_for(store: Store, path: Path) -> Path:
+    return store.work_trash if path.is_relative_to(store.work) else store.root_trash
+
+
+def _fresh_path(final: Path) -> Path:
+    """Where the reference tree of `final` is built: a dot name beside it (a leftover of a killed
+    verify is collected by `unpacked gc` like any staging directory)."""
+    return final.with_name(f".{final.name}.tmp-verify-{os.getpid()}")
 
 
 def verify_layer(store: Store, layer: dict[str, Any], repair: bool) -> Finding | None:
@@ -137,12 +140,21 @@ def verify_layer(store: Store, layer: dict[str, Any], repair: bool) -> Finding |
     if not blob.exists():
         log.warning("layer %s: its blob was collected; not verified", digest)
         return None
-    fresh = path.with_name(f".{path.name}.verify-{os.getpid()}")
-    extract_layer(blob, layer["diff_id"], fresh, f"layer {digest}")
-    finding = Finding("extracted layer", path, compare_trees(fresh / "rootfs", path / "rootfs"))
-    if _index(fresh) != _index(path):
-        finding.differences.append("layer.json differs from a fresh extraction")
-    return _conclude(finding, fresh, path, store, repair)
+    fresh = _fresh_path(path)
+    finding = Finding("extracted layer", path)
+    try:
+        extract_layer(blob, layer["diff_id"], fresh, f"layer {digest}")
+        finding.differences = compare_trees(fresh / "rootfs", path / "rootfs")
+        if _index(fresh) != _index(path):
+            finding.differences.append("layer.json differs from a fresh extraction")
+        if finding.differences and repair:
+            replace_dir(fresh, path)
+            finding.repaired = True
+    except (UnpackedError, OSError) as err:
+        finding.differences = [f"could not verify: {err}"]
+    finally:
+        discard(fresh, store.work_trash)  # gone already if it was swapped in
+    return finding if finding.differences else None
 
 
 def _index(layer_dir: Path) -> Any:
@@ -158,37 +170,24 @@ def verify_flat(store: Store, state: dict[str, Any], publisher: DirectoryPublish
     final = store.flat(config_digest)
     if not final.is_dir():
         return None  # not built (yet): the next sync does it
-    layers = [store.layer(layer["digest"]) for layer in state["layers"]]
-    diff_ids = [layer["diff_id"] for layer in state["layers"]]
-    config = json.loads(store.blob(config_digest).read_text())
     built = store.built_flat(config_digest)  # the fresh tree is built where flats are built
-    fresh = built.with_name(f".{built.name}.verify-{os.getpid()}")
-    flatten_image(layers, diff_ids, config, fresh, state["reference"])
-    finding = Finding("flat image", final, compare_trees(fresh, final))
-    if not finding.differences or not repair or store.build_in_root:
-        return _conclude(finding, fresh, final, store, repair)
-    # Published by a transaction: the repaired tree goes in as a copy, inside one.
-    with publisher.transaction():
-        staging = fresh_staging(final)
-        try:
-            copy_tree(fresh, staging)
-            os.chmod(staging, 0o755)
-            replace_dir(staging, final)
-        except BaseException:
-            remove_tree(staging)
-            raise
-    if built.is_dir():
-        _swap_in(fresh, built, store)
-    else:
-        discard(fresh, store.work_trash)
-    finding.repaired = True
-    return finding
-
-
-def _conclude(finding: Finding, fresh: Path, final: Path, store: Store, repair: bool) -> Finding | None:
-    if finding.differences and repair:
-        _swap_in(fresh, final, store)
-        finding.repaired = True
-    else:
-        discard(fresh, store.work_trash if fresh.is_relative_to(store.work) else store.root_trash)
+    fresh = _fresh_path(built)
+    finding = Finding("flat image", final)
+    try:
+        layers = [store.layer(layer["digest"]) for layer in state["layers"]]
+        diff_ids = [layer["diff_id"] for layer in state["layers"]]
+        config = json.loads(store.blob(config_digest).read_text())
+        flatten_image(layers, diff_ids, config, fresh, state["reference"])
+        finding.differences = compare_trees(fresh, final)
+        if finding.differences and repair:
+            if not store.build_in_root:  # published by a transaction: copied in, inside one
+                with publisher.transaction():
+                    publisher.copy_flat_in(fresh, final)
+            if built.is_dir():
+                replace_dir(fresh, built)
+            finding.repaired = True
+    except (UnpackedError, OSError) as err:
+        finding.differences = [f"could not verify: {err}"]
+    finally:
+        discard(fresh, _trash_for(store, fresh))  # gone already if it was swapped in
     return finding if finding.differences else None

@@ -119,6 +119,8 @@ _FALSE_WORDS = frozenset({"false", "no", "off", "0"})
 
 def parse_offline(value: object) -> object:
     """`offline` as a boolean when it is a boolean word; other values are left for the schema."""
+    if isinstance(value, int) and value in (0, 1):  # `--config offline=1` arrives as an integer
+        return bool(value)
     if isinstance(value, str):
         word = value.strip().lower()
         if word in _TRUE_WORDS | _FALSE_WORDS:
