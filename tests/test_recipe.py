@@ -10,8 +10,8 @@ from unpacked.errors import RecipeError
 from unpacked.recipe import load_recipe, parse_recipe
 from unpacked.reference import parse_reference
 
-# The shared directory sits beside the repository clone.
-CERN_RECIPE = Path(__file__).parents[2] / "shared" / "data" / "recipe-images-unpacked.cern.ch.yaml"
+# The real unpacked.cern.ch wishlist, copied unchanged into the repository (see tests/data/README.md).
+CERN_RECIPE = Path(__file__).parent / "data" / "recipe-images-unpacked.cern.ch.yaml"
 
 
 def write(tmp_path: Path, text: str) -> Path:
