@@ -9,7 +9,12 @@ from typing import Any
 import jsonschema
 import yaml
 
+from .bounded import bounded_repr, bounded_text
 from .errors import ConfigError
+
+# How much of a key in an error's path, and of a whole validation problem, an error shows.
+SHOWN_KEY_LIMIT = 60
+SHOWN_PROBLEM_LIMIT = 300
 
 
 def schema() -> dict[str, Any]:
@@ -39,9 +44,20 @@ def validate_config(config: dict[str, Any]) -> dict[str, Any]:
     errors = sorted(_Validator(schema()).iter_errors(config), key=lambda e: list(e.path))
     if errors:
         err = errors[0]
-        where = "/".join(str(p) for p in err.path) or "(top level)"
-        raise ConfigError(f"config: {where}: {err.message}")
+        where = "/".join(bounded_text(str(p), SHOWN_KEY_LIMIT) for p in err.path) or "(top level)"
+        raise ConfigError(f"config: {where}: {_problem(err)}")
     return config
+
+
+def _problem(err: jsonschema.ValidationError) -> str:
+    """jsonschema's message with the offending value shown bounded.
+
+    Its messages embed `repr(instance)` whole, which for a huge value is a huge line.
+    """
+    message = err.message
+    if len(message) > SHOWN_PROBLEM_LIMIT:
+        message = message.replace(repr(err.instance), bounded_repr(err.instance))
+    return bounded_text(message, SHOWN_PROBLEM_LIMIT)
 
 
 def registry_settings(config: dict[str, Any], registry: str) -> dict[str, Any]:

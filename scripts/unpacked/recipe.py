@@ -7,6 +7,7 @@ from pathlib import Path
 
 import yaml
 
+from .bounded import bounded_repr, bounded_text
 from .errors import ImageReferenceError, RecipeError
 from .reference import ImageRef, parse_reference
 
@@ -43,17 +44,17 @@ def parse_recipe(document: object, source: str = "<recipe>") -> Recipe:
     if isinstance(document, list):
         entries, ignore = document, []
     elif isinstance(document, dict):
-        unknown = sorted(set(document) - WISHLIST_KEYS)
+        unknown = sorted(set(document) - WISHLIST_KEYS, key=str)  # keys may be numbers too
         if unknown:
             msg = (
-                f"recipe {source}: unknown key(s) {', '.join(map(str, unknown))}; "
+                f"recipe {source}: unknown key(s) {bounded_text(', '.join(map(str, unknown)))}; "
                 f"a wishlist has {', '.join(sorted(WISHLIST_KEYS))}"
             )
             raise RecipeError(msg)
         if "input" not in document:
             raise RecipeError(f"recipe {source}: no 'input' list of images")
         if document.get("version", 1) != 1:
-            raise RecipeError(f"recipe {source}: version {document['version']!r} unknown (use 1)")
+            raise RecipeError(f"recipe {source}: version {bounded_repr(document['version'])} unknown (use 1)")
         entries = document["input"] or []
         ignore = document.get("ignoreErrors") or []
         if not isinstance(ignore, list) or not all(isinstance(p, str) for p in ignore):
@@ -71,7 +72,7 @@ def parse_recipe(document: object, source: str = "<recipe>") -> Recipe:
     published: dict[str, tuple[int, ImageRef]] = {}
     for number, entry in enumerate(entries, start=1):
         if not isinstance(entry, str):
-            raise RecipeError(f"recipe {source}: entry {number} ({entry!r}) is not a string")
+            raise RecipeError(f"recipe {source}: entry {number} ({bounded_repr(entry)}) is not a string")
         try:
             ref = parse_reference(entry)
         except ImageReferenceError as err:
