@@ -91,6 +91,7 @@ def test_empty_input_list_is_an_empty_recipe(tmp_path: Path) -> None:
         ),
         ("input: [busybox:1.36]\n", ["entry 1", "no registry host", "registry.hub.docker.com/library/busybox:1.36"]),
         ("- quay.io/a/b:1\n- [[[[[[x]]]]]]\n", ["entry 2 ([[[[...]]]])", "is not a string"]),
+        ("input: [a\n", ["not valid YAML: line 2, column 1", "expected ',' or ']'"]),
     ],
 )
 def test_broken_recipes(tmp_path: Path, text: str, fragments: list[str]) -> None:

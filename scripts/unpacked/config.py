@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import copy
+import json
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -11,6 +13,7 @@ import yaml
 
 from .bounded import bounded_repr, bounded_text
 from .errors import ConfigError
+from .yamlfile import load_yaml_file, load_yaml_text, read_text
 
 # How much of a key in an error's path, and of a whole validation problem, an error shows.
 SHOWN_KEY_LIMIT = 60
@@ -58,6 +61,40 @@ def _problem(err: jsonschema.ValidationError) -> str:
     if len(message) > SHOWN_PROBLEM_LIMIT:
         message = message.replace(repr(err.instance), bounded_repr(err.instance))
     return bounded_text(message, SHOWN_PROBLEM_LIMIT)
+
+
+def check_config_file(path: str | Path) -> None:
+    """Refuse a config file that Snakemake's own loader would choke on, before it reads it.
+
+    Called by the Snakefile right before its `configfile:` directive. Snakemake reads the file as
+    UTF-8, as JSON or else as YAML, and walks the whole document: an alias bomb would run for minutes
+    and take gigabytes before any of our code runs. A missing file is left to Snakemake (the
+    directive is skipped when `--configfile` is given).
+    """
+    path = Path(path)
+    if not path.exists():
+        return
+    text = read_text(path, "config file", ConfigError)
+    try:
+        json.loads(text)
+        return  # Snakemake takes it as JSON: no aliases, nothing expands
+    except ValueError:
+        pass
+    document = load_yaml_text(text, path, "config file", ConfigError)
+    if document is not None and not isinstance(document, dict):
+        msg = f"config file {path}: expected a mapping of settings, found a {type(document).__name__}"
+        raise ConfigError(msg)
+
+
+def load_config_file(path: Path) -> dict[str, Any]:
+    """A config file read as `check_config_file` reads it (for the command line; Snakemake reads its own)."""
+    document = load_yaml_file(path, "config file", ConfigError)
+    if document is None:
+        return {}
+    if not isinstance(document, dict):
+        msg = f"config file {path}: expected a mapping of settings, found a {type(document).__name__}"
+        raise ConfigError(msg)
+    return document
 
 
 def registry_settings(config: dict[str, Any], registry: str) -> dict[str, Any]:

@@ -5,11 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 from .bounded import bounded_repr, bounded_text
 from .errors import ImageReferenceError, RecipeError
 from .reference import ImageRef, parse_reference
+from .yamlfile import load_yaml_file
 
 WISHLIST_KEYS = {"version", "user", "cvmfs_repo", "output_format", "input", "ignoreErrors"}
 
@@ -28,15 +27,11 @@ class Recipe:
 
 
 def load_recipe(path: Path) -> Recipe:
-    """Read and validate a recipe file; raise RecipeError naming the file and the bad entry."""
-    try:
-        text = Path(path).read_text()
-    except OSError as err:
-        raise RecipeError(f"recipe {path}: cannot read it: {err.strerror}") from err
-    try:
-        document = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise RecipeError(f"recipe {path}: not valid YAML: {err}") from err
+    """Read and validate a recipe file; raise RecipeError naming the file and the bad entry.
+
+    The file must be UTF-8 YAML within `yamlfile.MAX_VALUES` once aliases are expanded.
+    """
+    document = load_yaml_file(Path(path), "recipe", RecipeError)
     return parse_recipe(document, source=str(path))
 
 

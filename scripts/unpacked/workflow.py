@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from .config import validate_config
+from .config import load_config_file, validate_config
 from .errors import UnpackedError
 from .failures import clear_job_failures
 from .fsutil import json_bytes, write_if_changed
@@ -112,21 +112,21 @@ def hold_run_lock(store: Store) -> None:
 def prepare(config: dict[str, Any] | Path, main_process: bool) -> Plan:
     """Validate the config and resolve the recipe (main process, online) or load the last resolution."""
     if isinstance(config, Path):
-        import yaml
-
-        config = yaml.safe_load(config.read_text()) or {}
+        config = load_config_file(config)
     config = dict(config)
     if isinstance(config.get("offline"), str):  # `--config offline=true` arrives as a string
         config["offline"] = config["offline"].strip().lower() in ("true", "yes", "1", "on")
     settings = validate_config(config)
+    online = main_process and not settings["offline"]
+    # Read before anything is written: a refused recipe leaves no work directory behind.
+    recipe = load_recipe(Path(settings["recipe"])) if online else None
     store = store_for(settings)
     write_if_changed(store.settings, json_bytes(settings))
     if main_process:
         hold_run_lock(store)
-    if main_process and not settings["offline"]:
+    if recipe is not None:
         show_progress()
         clear_job_failures(store)
-        recipe = load_recipe(Path(settings["recipe"]))
         resolution = Resolver(settings, store).run(recipe)
         log.info("resolved %d image(s), %d failure(s)", len(resolution.images), len(resolution.failures))
     else:
