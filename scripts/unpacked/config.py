@@ -68,8 +68,9 @@ def check_config_file(path: str | Path) -> None:
 
     Called by the Snakefile right before its `configfile:` directive. Snakemake reads the file as
     UTF-8, as JSON or else as YAML, and walks the whole document: an alias bomb would run for minutes
-    and take gigabytes before any of our code runs. A missing file is left to Snakemake (the
-    directive is skipped when `--configfile` is given).
+    and take gigabytes before any of our code runs. A missing file is left to Snakemake, which
+    accepts that when `--configfile` is given. (Files given with `--configfile` are read before the
+    Snakefile runs, so they are not checked here.)
     """
     path = Path(path)
     if not path.exists():
@@ -80,15 +81,15 @@ def check_config_file(path: str | Path) -> None:
         return  # Snakemake takes it as JSON: no aliases, nothing expands
     except ValueError:
         pass
-    document = load_yaml_text(text, path, "config file", ConfigError)
-    if document is not None and not isinstance(document, dict):
-        msg = f"config file {path}: expected a mapping of settings, found a {type(document).__name__}"
-        raise ConfigError(msg)
+    _as_settings(load_yaml_text(text, path, "config file", ConfigError), path)
 
 
 def load_config_file(path: Path) -> dict[str, Any]:
     """A config file read as `check_config_file` reads it (for the command line; Snakemake reads its own)."""
-    document = load_yaml_file(path, "config file", ConfigError)
+    return _as_settings(load_yaml_file(path, "config file", ConfigError), path)
+
+
+def _as_settings(document: object, path: Path) -> dict[str, Any]:
     if document is None:
         return {}
     if not isinstance(document, dict):

@@ -136,10 +136,9 @@ def _docker_hub_spelling(scheme: str, path: str) -> str:
 
 def parse_reference(text: str) -> ImageRef:
     """Parse one recipe entry; raise ImageReferenceError saying what is wrong."""
-    original = text
+    shown = bounded_repr(text, SHOWN_LIMIT)  # the entry as written, in every message
     if not isinstance(text, str) or not text.strip():
-        raise ImageReferenceError(f"empty image reference {bounded_repr(original, SHOWN_LIMIT)}")
-    shown = bounded_repr(original, SHOWN_LIMIT)
+        raise ImageReferenceError(f"empty image reference {shown}")
     text = text.strip()
     scheme = "https"
     if "://" in text:
