@@ -13,8 +13,12 @@
 
 
 from snakemake.utils import min_version
+from unpacked.config import check_config_file
 
 min_version("9.19")
+
+# Refuse a bad config file (not UTF-8, an alias bomb) before Snakemake's loader walks it.
+check_config_file("config/config.yaml")
 
 
 configfile: "config/config.yaml"

@@ -22,6 +22,25 @@ from support.tokenserver import TokenServer
 from support.umoci_images import make_busybox_rootfs
 
 
+@pytest.fixture(scope="session", autouse=True)
+def session_docker_config(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """An empty DOCKER_CONFIG for the module and session fixtures too (they start before any test's)."""
+    directory = tmp_path_factory.mktemp("docker-config-session")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DOCKER_CONFIG", str(directory))
+        yield directory
+
+
+@pytest.fixture(autouse=True)
+def isolated_docker_config(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test gets an empty DOCKER_CONFIG of its own, so neither the package nor the Snakemake runs
+    it starts read the user's ~/.docker/config.json (credentials, helpers). Tests that need a Docker
+    config set DOCKER_CONFIG themselves, which wins. Not under tmp_path: some tests list that."""
+    directory = tmp_path_factory.mktemp("docker-config")
+    monkeypatch.setenv("DOCKER_CONFIG", str(directory))
+    return directory
+
+
 @pytest.fixture(scope="session")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRegistry]:
     """Registry without auth, shared by the session: use a unique repository per test."""

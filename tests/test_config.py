@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+from typing import Any
+
 import pytest
 
-from unpacked.config import registry_settings, validate_config
+from unpacked.config import registry_settings, schema, validate_config
 from unpacked.errors import ConfigError
 
 
@@ -74,3 +78,67 @@ def test_invalid_config(config: dict, fragments: list[str]) -> None:
     assert message.startswith("config: ")
     for fragment in fragments:
         assert fragment in message, message
+
+
+# -------------------------------------------------------------------------------------------------
+# Every setting documented: the schema's description and config/README.md's tables, with defaults
+# -------------------------------------------------------------------------------------------------
+
+README = Path(__file__).resolve().parents[1] / "config" / "README.md"
+# README.md's section whose table documents each level of the schema.
+SECTIONS = {
+    "top level": "# Configuration",
+    "publisher": "## `publisher`",
+    "registries": "## `registries.<host[:port]>`",
+}
+
+
+def schema_levels() -> dict[str, dict[str, Any]]:
+    properties = schema()["properties"]
+    return {
+        "top level": properties,
+        "publisher": properties["publisher"]["properties"],
+        "registries": properties["registries"]["additionalProperties"]["properties"],
+    }
+
+
+def readme_tables() -> dict[str, dict[str, str]]:
+    """{section heading: {key: default cell}} from README.md's `| key | default | meaning |` tables."""
+    tables: dict[str, dict[str, str]] = {}
+    heading = ""
+    for line in README.read_text().splitlines():
+        if line.startswith("#"):
+            heading = line.strip()
+        elif line.startswith("| `"):
+            cells = [cell.strip() for cell in line.strip("|").split("|")]
+            tables.setdefault(heading, {})[cells[0].strip("`")] = cells[1]
+    return tables
+
+
+def as_yaml(value: Any) -> str:
+    """A default as README.md writes it: YAML flow style (`[linux/amd64]`, `{type: directory}`, `false`)."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, list):
+        return "[" + ", ".join(as_yaml(item) for item in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{key}: {as_yaml(item)}" for key, item in value.items()) + "}"
+    return str(value)
+
+
+@pytest.mark.parametrize("level", sorted(SECTIONS))
+def test_every_setting_is_documented_with_its_default(level: str) -> None:
+    """Each key of the schema has a description and a row in config/README.md with its default; no row
+    documents a key the schema does not have."""
+    keys = schema_levels()[level]
+    table = readme_tables()[SECTIONS[level]]
+    assert sorted(table) == sorted(keys), f"README.md {SECTIONS[level]} and the schema list other keys"
+    for key, subschema in keys.items():
+        assert str(subschema.get("description", "")).strip(), f"{level}: {key} has no description in the schema"
+        if "default" in subschema:
+            expected = f"`{as_yaml(subschema['default'])}`"
+        elif match := re.match(r"Default (\S+?)\.", subschema["description"]):
+            expected = f"`{match.group(1)}`"  # a default the code applies, stated by the description
+        else:
+            expected = "none"
+        assert table[key].startswith(expected), f"{level}: {key}: README.md says {table[key]}, expected {expected}"

@@ -27,6 +27,7 @@ from unpacked.workflow import store_for
 from support import oci
 from support.registry import LocalRegistry
 from support.tokenserver import TokenServer
+from support.workflow import run_workflow, workflow_env, write_config
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")
@@ -184,6 +185,31 @@ def test_wrong_password_fails_clearly_and_leaks_no_secret(private: LocalRegistry
     assert not (directory / "output" / private.host).exists()
     texts = everything_written(directory, done.stdout, done.stderr)
     assert_no_secret(texts, [wrong, auth, private.password, *tokens])
+
+
+def test_the_users_own_docker_config_is_never_read(make_registry: Callable[..., LocalRegistry], tmp_path: Path) -> None:
+    """tests/conftest.py gives every test an empty DOCKER_CONFIG, so a credential in the real home's
+    ~/.docker/config.json is not used: here a fake home holds a wrong password for this very registry,
+    which would fail the pull, while anonymous pulls are allowed."""
+    registry = make_registry("token")  # its token server lets anonymous callers pull
+    assert registry.token_server
+    oci.push(registry, "team/app", "1.0", small_image("anonymous"))
+    home = tmp_path / "home"
+    (home / ".docker").mkdir(parents=True)
+    wrong = base64.b64encode(b"intruder:not-the-password-27182").decode()
+    (home / ".docker" / "config.json").write_text(json.dumps({"auths": {registry.host: {"auth": wrong}}}))
+    asked_before = len(registry.token_server.requests)
+
+    directory = tmp_path / "run"
+    write_config(directory, [f"http://{registry.host}/team/app:1.0"], {registry.host: {"insecure": True}})
+    done = run_workflow(directory, env=workflow_env(HOME=str(home), XDG_CACHE_HOME=str(home / ".cache")))
+    assert done.returncode == 0, done.stderr[-4000:]
+    link = directory / "output" / registry.host / "team/app:1.0"
+    assert (link.parent / os.readlink(link) / "etc/marker").read_text() == "anonymous\n"
+    users = {r.user for r in registry.token_server.requests[asked_before:] if r.path == "/token"}
+    assert users == {None}, "only anonymous token requests: the home's credential was not sent"
+    isolated = Path(os.environ["DOCKER_CONFIG"])
+    assert not isolated.is_relative_to(home) and not any(isolated.iterdir())
 
 
 # -------------------------------------------------------------------------------------------------

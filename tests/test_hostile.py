@@ -1075,7 +1075,8 @@ def test_unprivileged_publisher_unpacks_and_deletes_everything(
     home.mkdir()
     for path in [config, home, *config.iterdir()]:
         os.chown(path, NOBODY, NOBODY)
-    env = workflow_env(HOME=str(home), XDG_CACHE_HOME=str(home / ".cache"))
+    # Its own (empty) Docker config: the per-test one is in pytest's root-only temp dir.
+    env = workflow_env(HOME=str(home), XDG_CACHE_HOME=str(home / ".cache"), DOCKER_CONFIG=str(home / ".docker"))
     done = subprocess.run(
         as_nobody(*snakemake_command(nobody_dir), scratch=nobody_dir.parent),
         capture_output=True,

@@ -13,7 +13,7 @@ import re
 import subprocess
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +60,9 @@ class Run:
     directory: Path
     registry: LocalRegistry
     images: dict[str, oci.Image]
+    # The first sync: its dry run's jobs, its jobs and its output.
+    first_preview: list[tuple[str, str]] = field(default_factory=list)
+    first_done: list[tuple[str, str]] = field(default_factory=list)
     first_output: str = ""
 
     @property
@@ -89,7 +92,8 @@ class Run:
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
+def unsynced(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
+    """The registry, its images and the workflow directory, before any run."""
     top = tmp_path_factory.mktemp("multiarch")
     with LocalRegistry(workdir=top / "registry") as registry:
         images = {
@@ -120,9 +124,16 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
         yield Run(directory, registry, images)
 
 
+@pytest.fixture(scope="module")
+def run(unsynced: Run) -> Run:
+    """The first sync, done before whichever test of this file needs it first, even alone."""
+    unsynced.first_preview, _ = unsynced.jobs("-n")
+    unsynced.first_done, unsynced.first_output = unsynced.jobs()
+    return unsynced
+
+
 def test_first_sync_publishes_every_platform(run: Run) -> None:
-    preview, _ = run.jobs("-n")
-    done, run.first_output = run.jobs()
+    preview, done = run.first_preview, run.first_done
     assert sorted(preview) == sorted(done), "the dry-run must show exactly the work the run does"
     multi = run.name("demo/multi:latest")
     # Main link: the first configured platform the index offers.

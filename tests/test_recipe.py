@@ -10,8 +10,8 @@ from unpacked.errors import RecipeError
 from unpacked.recipe import load_recipe, parse_recipe
 from unpacked.reference import parse_reference
 
-# The shared directory sits beside the repository clone.
-CERN_RECIPE = Path(__file__).parents[2] / "shared" / "data" / "recipe-images-unpacked.cern.ch.yaml"
+# The real unpacked.cern.ch wishlist, copied unchanged into the repository (see tests/data/README.md).
+CERN_RECIPE = Path(__file__).parent / "data" / "recipe-images-unpacked.cern.ch.yaml"
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -85,6 +85,13 @@ def test_empty_input_list_is_an_empty_recipe(tmp_path: Path) -> None:
         ("input: [quay.io/a/b:1]\nignoreErrors: 'quay.io/*'\n", ["'ignoreErrors' must be a list of strings"]),
         ("input: [quay.io/a/b:1]\nignoreErrors: [1, 2]\n", ["'ignoreErrors' must be a list of strings"]),
         ("version: 2\ninput: [quay.io/a/b:1]\n", ["version 2 unknown"]),
+        (
+            "- quay.io/a/b:1\n- library/busybox:1.36\n",
+            ["entry 2", "'library' is not a registry host", "e.g. registry.hub.docker.com/library/busybox:1.36"],
+        ),
+        ("input: [busybox:1.36]\n", ["entry 1", "no registry host", "registry.hub.docker.com/library/busybox:1.36"]),
+        ("- quay.io/a/b:1\n- [[[[[[x]]]]]]\n", ["entry 2 ([[[[...]]]])", "is not a string"]),
+        ("input: [a\n", ["not valid YAML: line 2, column 1", "expected ',' or ']'"]),
     ],
 )
 def test_broken_recipes(tmp_path: Path, text: str, fragments: list[str]) -> None:

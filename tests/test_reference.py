@@ -127,6 +127,51 @@ def test_invalid_references(text: str, fragments: list[str]) -> None:
         assert repr(text) in message  # the entry is named as written
 
 
+@pytest.mark.parametrize(
+    ("text", "host", "instead"),
+    [
+        ("library/busybox:1.36", "library", "registry.hub.docker.com/library/busybox:1.36"),
+        ("myorg/app:1", "myorg", "registry.hub.docker.com/myorg/app:1"),
+        ("https://myorg/deep/app@" + DIGEST, "myorg", f"registry.hub.docker.com/myorg/deep/app@{DIGEST}"),
+        ("http://team/app:1", "team", "http://registry.hub.docker.com/team/app:1"),
+        ("Library/busybox:1", "Library", "registry.hub.docker.com/Library/busybox:1"),
+    ],
+)
+def test_first_component_without_dot_or_port_is_not_a_host(text: str, host: str, instead: str) -> None:
+    """Docker's rule: `library/busybox:1.36` names a Docker Hub repository, not a host `library`."""
+    with pytest.raises(ImageReferenceError) as info:
+        parse_reference(text)
+    assert str(info.value) == (
+        f"{text!r}: {host!r} is not a registry host (a host has a '.' or a ':', or is localhost); "
+        f"name the registry first, e.g. {instead}"
+    )
+
+
+@pytest.mark.parametrize("text", ["centos:7", "busybox@" + DIGEST])
+def test_single_component_suggests_docker_hub_library(text: str) -> None:
+    with pytest.raises(ImageReferenceError) as info:
+        parse_reference(text)
+    assert (
+        str(info.value)
+        == f"{text!r}: no registry host; name the registry first, e.g. registry.hub.docker.com/library/{text}"
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "registry"),
+    [
+        ("localhost/a:1", "localhost"),
+        ("localhost:5000/a:1", "localhost:5000"),
+        ("127.0.0.1/a:1", "127.0.0.1"),
+        ("http://127.0.0.1:5000/a/b:1", "127.0.0.1:5000"),
+        ("intranet:443/a:1", "intranet:443"),
+        ("registry.local/a:1", "registry.local"),
+    ],
+)
+def test_hosts_by_dot_port_or_localhost(text: str, registry: str) -> None:
+    assert parse_reference(text).registry == registry
+
+
 def test_longest_valid_tag() -> None:
     assert parse_reference("quay.io/a/b:" + "x" * 128).tag == "x" * 128
 

@@ -1,9 +1,9 @@
 """The whole workflow, run as `snakemake --cores 2` against real registries on 127.0.0.1.
 
 One recipe covers several repositories, a glob tag, a multi-layer image with whiteouts, an opaque
-directory and hard links, a multi-arch index and a token-authenticated registry. The tests run in
-file order on one shared sync: first sync, a command inside the image, a no-op rerun, then one tag
-moving upstream.
+directory and hard links, a multi-arch index and a token-authenticated registry. The tests share one
+sync, which the `sync` fixture runs first (so any test also runs alone): a command inside the image,
+a no-op rerun, then one tag moving upstream.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import re
 import subprocess
 import tarfile
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -48,6 +48,9 @@ class Sync:
     private: LocalRegistry
     base_layer: bytes
     env: dict[str, str]
+    # Jobs of the first sync: shown by its dry run, and run.
+    first_preview: list[tuple[str, str]] = field(default_factory=list)
+    first_done: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def root(self) -> Path:
@@ -157,7 +160,8 @@ def build_images(sync: Sync, busybox: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def sync(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sync]:
+def unsynced(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sync]:
+    """The registries, their images and the workflow directory, before any run."""
     top = tmp_path_factory.mktemp("workflow")
     busybox = make_busybox_rootfs(top / "busybox")
     with (
@@ -195,6 +199,14 @@ def sync(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sync]:
         yield sync
 
 
+@pytest.fixture(scope="module")
+def sync(unsynced: Sync) -> Sync:
+    """The first sync, done before whichever test of this file runs first, even alone."""
+    unsynced.first_preview = unsynced.jobs("-n")
+    unsynced.first_done = unsynced.jobs()
+    return unsynced
+
+
 NAMES = [
     "demo/multi:1.0",
     "demo/tags:1.0",
@@ -205,8 +217,7 @@ NAMES = [
 
 
 def test_first_sync_publishes_every_image(sync: Sync) -> None:
-    preview = sync.jobs("-n")
-    done = sync.jobs()
+    preview, done = sync.first_preview, sync.first_done
     assert sorted(preview) == sorted(done), "the dry-run must show exactly the work the run does"
     published = sorted(w for rule, w in done if rule == "publish_image")
     assert len(published) == 5, published

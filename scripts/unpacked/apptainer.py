@@ -2,8 +2,8 @@
 
 Apptainer runs any directory as a "sandbox" image, but the image's ENV, ENTRYPOINT/CMD and labels only
 take effect through files under `/.singularity.d`. `write_sandbox_files` writes them the way
-`apptainer build --sandbox DIR docker://...` does (spec: shared/reference/apptainer-sandbox.md;
-Apptainer's `internal/pkg/build/sources/conveyorPacker_oci.go` and `base_environment.go`):
+`apptainer build --sandbox DIR docker://...` does (spec: Apptainer's
+`internal/pkg/build/sources/conveyorPacker_oci.go` and `base_environment.go`):
 
 - mount points (`dev`, `proc`, `etc`, ... and `.singularity.d/{libs,actions,env}`), created only where
   nothing, not even a dangling symlink, exists;

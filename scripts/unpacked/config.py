@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import copy
+import json
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import jsonschema
 import yaml
 
+from .bounded import bounded_repr, bounded_text
 from .errors import ConfigError
+from .yamlfile import load_yaml_file, load_yaml_text, read_text
+
+# How much of a key in an error's path, and of a whole validation problem, an error shows.
+SHOWN_KEY_LIMIT = 60
+SHOWN_PROBLEM_LIMIT = 300
 
 
 def schema() -> dict[str, Any]:
@@ -39,9 +47,55 @@ def validate_config(config: dict[str, Any]) -> dict[str, Any]:
     errors = sorted(_Validator(schema()).iter_errors(config), key=lambda e: list(e.path))
     if errors:
         err = errors[0]
-        where = "/".join(str(p) for p in err.path) or "(top level)"
-        raise ConfigError(f"config: {where}: {err.message}")
+        where = "/".join(bounded_text(str(p), SHOWN_KEY_LIMIT) for p in err.path) or "(top level)"
+        raise ConfigError(f"config: {where}: {_problem(err)}")
     return config
+
+
+def _problem(err: jsonschema.ValidationError) -> str:
+    """jsonschema's message with the offending value shown bounded.
+
+    Its messages embed `repr(instance)` whole, which for a huge value is a huge line.
+    """
+    message = err.message
+    if len(message) > SHOWN_PROBLEM_LIMIT:
+        message = message.replace(repr(err.instance), bounded_repr(err.instance))
+    return bounded_text(message, SHOWN_PROBLEM_LIMIT)
+
+
+def check_config_file(path: str | Path) -> None:
+    """Refuse a config file that Snakemake's own loader would choke on, before it reads it.
+
+    Called by the Snakefile right before its `configfile:` directive. Snakemake reads the file as
+    UTF-8, as JSON or else as YAML, and walks the whole document: an alias bomb would run for minutes
+    and take gigabytes before any of our code runs. A missing file is left to Snakemake, which
+    accepts that when `--configfile` is given. (Files given with `--configfile` are read before the
+    Snakefile runs, so they are not checked here.)
+    """
+    path = Path(path)
+    if not path.exists():
+        return
+    text = read_text(path, "config file", ConfigError)
+    try:
+        json.loads(text)
+        return  # Snakemake takes it as JSON: no aliases, nothing expands
+    except ValueError:
+        pass
+    _as_settings(load_yaml_text(text, path, "config file", ConfigError), path)
+
+
+def load_config_file(path: Path) -> dict[str, Any]:
+    """A config file read as `check_config_file` reads it (for the command line; Snakemake reads its own)."""
+    return _as_settings(load_yaml_file(path, "config file", ConfigError), path)
+
+
+def _as_settings(document: object, path: Path) -> dict[str, Any]:
+    if document is None:
+        return {}
+    if not isinstance(document, dict):
+        msg = f"config file {path}: expected a mapping of settings, found a {type(document).__name__}"
+        raise ConfigError(msg)
+    return document
 
 
 def registry_settings(config: dict[str, Any], registry: str) -> dict[str, Any]:

@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from .bounded import bounded_repr
 from .errors import UnsupportedImageError
 from .reference import validate_digest
 
@@ -52,7 +53,7 @@ def _load(data: bytes, what: str) -> dict[str, Any]:
 
 def _descriptor(raw: Any, what: str) -> Descriptor:
     if not isinstance(raw, dict) or "digest" not in raw:
-        raise UnsupportedImageError(f"{what}: malformed descriptor {raw!r}")
+        raise UnsupportedImageError(f"{what}: malformed descriptor {bounded_repr(raw)}")
     digest = validate_digest(str(raw["digest"]))
     return Descriptor(str(raw.get("mediaType", "")), digest, int(raw.get("size", -1)), raw.get("platform"))
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
+from .bounded import bounded_repr, bounded_text
 from .errors import ImageReferenceError, RecipeError
 from .reference import ImageRef, parse_reference
+from .yamlfile import load_yaml_file
 
 WISHLIST_KEYS = {"version", "user", "cvmfs_repo", "output_format", "input", "ignoreErrors"}
 
@@ -27,15 +27,11 @@ class Recipe:
 
 
 def load_recipe(path: Path) -> Recipe:
-    """Read and validate a recipe file; raise RecipeError naming the file and the bad entry."""
-    try:
-        text = Path(path).read_text()
-    except OSError as err:
-        raise RecipeError(f"recipe {path}: cannot read it: {err.strerror}") from err
-    try:
-        document = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise RecipeError(f"recipe {path}: not valid YAML: {err}") from err
+    """Read and validate a recipe file; raise RecipeError naming the file and the bad entry.
+
+    The file must be UTF-8 YAML within `yamlfile.MAX_VALUES` once aliases are expanded.
+    """
+    document = load_yaml_file(Path(path), "recipe", RecipeError)
     return parse_recipe(document, source=str(path))
 
 
@@ -43,17 +39,17 @@ def parse_recipe(document: object, source: str = "<recipe>") -> Recipe:
     if isinstance(document, list):
         entries, ignore = document, []
     elif isinstance(document, dict):
-        unknown = sorted(set(document) - WISHLIST_KEYS)
+        unknown = sorted(set(document) - WISHLIST_KEYS, key=str)  # keys may be numbers too
         if unknown:
             msg = (
-                f"recipe {source}: unknown key(s) {', '.join(map(str, unknown))}; "
+                f"recipe {source}: unknown key(s) {bounded_text(', '.join(map(str, unknown)))}; "
                 f"a wishlist has {', '.join(sorted(WISHLIST_KEYS))}"
             )
             raise RecipeError(msg)
         if "input" not in document:
             raise RecipeError(f"recipe {source}: no 'input' list of images")
         if document.get("version", 1) != 1:
-            raise RecipeError(f"recipe {source}: version {document['version']!r} unknown (use 1)")
+            raise RecipeError(f"recipe {source}: version {bounded_repr(document['version'])} unknown (use 1)")
         entries = document["input"] or []
         ignore = document.get("ignoreErrors") or []
         if not isinstance(ignore, list) or not all(isinstance(p, str) for p in ignore):
@@ -71,7 +67,7 @@ def parse_recipe(document: object, source: str = "<recipe>") -> Recipe:
     published: dict[str, tuple[int, ImageRef]] = {}
     for number, entry in enumerate(entries, start=1):
         if not isinstance(entry, str):
-            raise RecipeError(f"recipe {source}: entry {number} ({entry!r}) is not a string")
+            raise RecipeError(f"recipe {source}: entry {number} ({bounded_repr(entry)}) is not a string")
         try:
             ref = parse_reference(entry)
         except ImageReferenceError as err:

@@ -10,6 +10,7 @@ import fnmatch
 import re
 from dataclasses import dataclass
 
+from .bounded import bounded_repr, bounded_text
 from .errors import ImageReferenceError
 
 # Grammar from the distribution spec (reference/regexp.go), anchored.
@@ -29,12 +30,18 @@ DOCKER_HUB_NAMES = {
     "registry.hub.docker.com",
 }
 DOCKER_HUB_API = "registry-1.docker.io"
+# How unpacked.cern.ch's recipe names Docker Hub, and so what errors suggest.
+DOCKER_HUB_SPELLING = "registry.hub.docker.com"
+# registry/repository, at most (distribution/reference NameTotalLengthMax); it becomes a path.
+MAX_NAME_LENGTH = 255
+# How much of a recipe entry an error shows: every reference seen in practice whole, a huge one cut.
+SHOWN_LIMIT = 200
 
 
 def validate_digest(digest: str) -> str:
     """Return `digest` if it is `sha256:<64 lowercase hex>`; it becomes part of file paths."""
     if not DIGEST_RE.match(digest):
-        msg = f"invalid digest {digest!r}: expected sha256:<64 lowercase hex characters>"
+        msg = f"invalid digest {bounded_repr(digest)}: expected sha256:<64 lowercase hex characters>"
         raise ImageReferenceError(msg)
     return digest
 
@@ -110,48 +117,75 @@ class ImageRef:
         return fnmatch.fnmatchcase(bare, pat)
 
 
+def _is_registry_host(component: str) -> bool:
+    """Docker's rule (distribution/reference `splitDockerDomain`): the first component of a name is a
+    registry host only if it has a '.' or a ':' or is `localhost`. Else `library/busybox` would send
+    requests to a host named `library` (issue 7)."""
+    return "." in component or ":" in component or component == "localhost"
+
+
+def _docker_hub_spelling(scheme: str, path: str) -> str:
+    """What to write instead of a reference without a registry: its Docker Hub name, as DUCC spells it."""
+    if len(path) > SHOWN_LIMIT:  # the error shows the entry cut short; an example is enough here
+        path = "<repository>:<tag>"
+    elif "/" not in path.split("@", 1)[0].split(":", 1)[0]:
+        path = f"library/{path}"  # Docker Hub's official images
+    prefix = "http://" if scheme == "http" else ""
+    return f"{prefix}{DOCKER_HUB_SPELLING}/{path}"
+
+
 def parse_reference(text: str) -> ImageRef:
     """Parse one recipe entry; raise ImageReferenceError saying what is wrong."""
-    original = text
+    shown = bounded_repr(text, SHOWN_LIMIT)  # the entry as written, in every message
     if not isinstance(text, str) or not text.strip():
-        raise ImageReferenceError(f"empty image reference {original!r}")
+        raise ImageReferenceError(f"empty image reference {shown}")
     text = text.strip()
     scheme = "https"
     if "://" in text:
         scheme, text = text.split("://", 1)
         if scheme not in ("https", "http"):
-            msg = f"{original!r}: scheme {scheme!r} is not supported (use https:// or http://)"
+            msg = f"{shown}: scheme {bounded_repr(scheme)} is not supported (use https:// or http://)"
             raise ImageReferenceError(msg)
     if "/" not in text:
-        msg = f"{original!r}: no registry host; write it as registry/repository:tag"
+        msg = f"{shown}: no registry host; name the registry first, e.g. {_docker_hub_spelling(scheme, text)}"
         raise ImageReferenceError(msg)
     registry, rest = text.split("/", 1)
     if not _HOST_RE.match(registry):
-        raise ImageReferenceError(f"{original!r}: {registry!r} is not a valid registry host[:port]")
+        raise ImageReferenceError(f"{shown}: {bounded_repr(registry)} is not a valid registry host[:port]")
+    if not _is_registry_host(registry):
+        msg = (
+            f"{shown}: {bounded_repr(registry, 60)} is not a registry host (a host has a '.' or a ':', or is "
+            f"localhost); name the registry first, e.g. {_docker_hub_spelling(scheme, text)}"
+        )
+        raise ImageReferenceError(msg)
     digest = None
     if "@" in rest:
         rest, digest = rest.rsplit("@", 1)
         try:
             validate_digest(digest)
         except ImageReferenceError as err:
-            raise ImageReferenceError(f"{original!r}: {err}") from None
+            raise ImageReferenceError(f"{shown}: {err}") from None
     tag = None
     last = rest.rsplit("/", 1)[-1]
     if ":" in last:
         rest, tag = rest.rsplit(":", 1)
         if not tag:
-            raise ImageReferenceError(f"{original!r}: empty tag after ':'")
+            raise ImageReferenceError(f"{shown}: empty tag after ':'")
         valid = _TAG_GLOB_RE.match(tag) if is_glob(tag) else TAG_RE.match(tag)
         if not valid:
-            raise ImageReferenceError(f"{original!r}: invalid tag {tag!r}")
+            raise ImageReferenceError(f"{shown}: invalid tag {bounded_repr(tag)}")
         if digest is not None and is_glob(tag):
-            raise ImageReferenceError(f"{original!r}: a glob tag cannot be pinned to a digest")
+            raise ImageReferenceError(f"{shown}: a glob tag cannot be pinned to a digest")
+    if len(registry) + 1 + len(rest) > MAX_NAME_LENGTH:
+        name = f"{bounded_text(registry, 60)}/..."
+        msg = f"{shown}: the name {name} is longer than {MAX_NAME_LENGTH} characters (the registry API's limit)"
+        raise ImageReferenceError(msg)
     if not REPOSITORY_RE.match(rest):
         msg = (
-            f"{original!r}: invalid repository {rest!r} (lower-case letters, digits and "
+            f"{shown}: invalid repository {bounded_repr(rest, SHOWN_LIMIT)} (lower-case letters, digits and "
             "separators . _ __ - only, components joined by /)"
         )
         raise ImageReferenceError(msg)
     if tag is None and digest is None:
-        raise ImageReferenceError(f"{original!r}: no tag or digest (add :latest to mean latest)")
+        raise ImageReferenceError(f"{shown}: no tag or digest (add :latest to mean latest)")
     return ImageRef(scheme, registry, rest, tag, digest)

@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from .bounded import bounded_repr
 from .errors import UnpackedError, UnsupportedImageError
 from .fsutil import json_bytes, write_atomic, write_if_changed
 from .manifests import (
@@ -48,7 +49,7 @@ def arch_directory(platform: dict[str, Any], what: str) -> str:
     parts = [platform.get("architecture"), platform.get("variant")]
     parts = [p for p in parts if p]
     if not parts or not all(isinstance(p, str) and ARCH_PART.match(p) for p in parts):
-        raise UnsupportedImageError(f"{what}: platform {platform!r} cannot name a .multiarch directory")
+        raise UnsupportedImageError(f"{what}: platform {bounded_repr(platform)} cannot name a .multiarch directory")
     return ":".join(parts)
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from .config import validate_config
+from .config import load_config_file, validate_config
 from .errors import ConfigError, UnpackedError
 from .failures import clear_job_failures
 from .fsutil import json_bytes, write_if_changed
@@ -162,13 +162,14 @@ def prepare(config: dict[str, Any] | Path, main_process: bool) -> Plan:
     changed by it.
     """
     if isinstance(config, Path):
-        import yaml
-
-        config = yaml.safe_load(config.read_text()) or {}
+        config = load_config_file(config)
     config = dict(config)
     if "offline" in config:
         config["offline"] = parse_offline(config["offline"])
     settings = validate_config(config)
+    online = main_process and not settings["offline"]
+    # Read before anything is written: a refused recipe leaves no work directory behind.
+    recipe = load_recipe(Path(settings["recipe"])) if online else None
     store = store_for(settings)
     check_layout(store)
     settings_path = store.run_settings(settings_digest(settings))
@@ -184,11 +185,10 @@ def prepare(config: dict[str, Any] | Path, main_process: bool) -> Plan:
     write_if_changed(settings_path, json_bytes(settings))
     write_if_changed(store.settings, json_bytes(settings))
     show_progress()
-    if settings["offline"]:
+    if recipe is None:
         resolution = load_resolution(store)
     else:
         clear_job_failures(store)
-        recipe = load_recipe(Path(settings["recipe"]))
         resolution = Resolver(settings, store).run(recipe)
         log.info("resolved %d image(s), %d failure(s)", len(resolution.images), len(resolution.failures))
     for problem in drop_stale_markers(store, resolution.images):
