@@ -47,3 +47,19 @@ class LayerError(UnpackedError):
 
 class PublishError(UnpackedError):
     """Publishing into the output root failed."""
+
+
+class TooLargeError(RegistryError):
+    """An answer (manifest, config, blob, tag list) is larger than a limit or its declared size."""
+
+
+class AnswerCutError(RegistryError):
+    """An answer's body stopped before its end: dropped, stalled, or stopped at its deadline.
+
+    `expired` says it was stopped at its deadline; `reason` is the cause without the names.
+    """
+
+    def __init__(self, message: str, reason: str, expired: bool) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.expired = expired
