@@ -22,6 +22,7 @@ def test_defaults_filled() -> None:
         "offline": False,
         "resolve_workers": 8,
         "publisher": {"type": "directory"},
+        "limits": {"manifest_bytes": 4 << 20, "config_bytes": 8 << 20, "tags_per_entry": 1000},
         "registries": {},
     }
 
@@ -36,6 +37,7 @@ def test_given_values_kept_and_registry_defaults_filled() -> None:
     )
     assert config["platforms"] == ["linux/arm64/v8", "linux/amd64"]
     assert {"insecure": True, "timeout": 60, "retries": 5}.items() <= config["registries"]["127.0.0.1:5000"].items()
+    assert {"deadline": 120, "min_rate": 65536}.items() <= config["registries"]["127.0.0.1:5000"].items()
     assert config["registries"]["quay.io"]["username_env"] == "U"
     assert config["registries"]["quay.io"]["insecure"] is False
     assert config["publisher"]["type"] == "hook"
@@ -69,6 +71,11 @@ def test_registry_settings_for_unnamed_registry() -> None:
         ({"offline": "yes"}, ["offline", "'yes'"]),
         ({"publisher": {"type": "cvmfs"}}, ["publisher/type", "'cvmfs'"]),
         ({"registries": {"quay.io": {"retries": "many"}}}, ["registries/quay.io/retries"]),
+        ({"registries": {"quay.io": {"deadline": 0}}}, ["registries/quay.io/deadline"]),
+        ({"registries": {"quay.io": {"min_rate": -1}}}, ["registries/quay.io/min_rate"]),
+        ({"limits": {"manifest_bytes": "4M"}}, ["limits/manifest_bytes"]),
+        ({"limits": {"tags_per_entry": 0}}, ["limits/tags_per_entry"]),
+        ({"limits": {"tag_count": 5}}, ["limits", "'tag_count'"]),
     ],
 )
 def test_invalid_config(config: dict, fragments: list[str]) -> None:

@@ -67,8 +67,9 @@ def cmd_fetch_blob(args: argparse.Namespace) -> None:
         return
     load_realms(store.realms)  # fetch the token first instead of collecting a 401
     client = make_client(parse_reference(state["reference"]), settings)
+    declared = next((layer["size"] for layer in state["layers"] if layer["digest"] == args.digest), None)
     with naming_failures(dest):
-        client.download_blob(state["repository"], args.digest, dest)
+        client.download_blob(state["repository"], args.digest, dest, declared)
     log.info("%s: fetched blob %s from %s", state["reference"], args.digest, state["registry"])
 
 

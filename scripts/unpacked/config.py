@@ -104,3 +104,10 @@ def registry_settings(config: dict[str, Any], registry: str) -> dict[str, Any]:
     settings = validate_config({"registries": {registry: {}}})["registries"][registry]
     settings.update(config.get("registries", {}).get(registry, {}))
     return settings
+
+
+def limit_settings(config: dict[str, Any]) -> dict[str, Any]:
+    """The `limits` section, with the schema's defaults for what the config does not say."""
+    limits = validate_config({"limits": {}})["limits"]
+    limits.update(config.get("limits", {}))
+    return limits

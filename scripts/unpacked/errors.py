@@ -74,3 +74,19 @@ def write_failure(path: object, err: OSError) -> StoreError:
     advice = _WRITE_ADVICE.get(err.errno or 0)
     detail = f" ({err.filename})" if err.filename and str(err.filename) != str(path) else ""
     return StoreError(f"cannot write {path}{detail}: {reason}" + (f"; {advice}" if advice else ""))
+
+
+class TooLargeError(RegistryError):
+    """An answer (manifest, config, blob, tag list) is larger than a limit or its declared size."""
+
+
+class AnswerCutError(RegistryError):
+    """An answer's body stopped before its end: dropped, stalled, or stopped at its deadline.
+
+    `expired` says it was stopped at its deadline; `reason` is the cause without the names.
+    """
+
+    def __init__(self, message: str, reason: str, expired: bool) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.expired = expired

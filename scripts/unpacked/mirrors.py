@@ -77,8 +77,8 @@ class MirroredClient:
     def get_manifest(self, repository: str, reference: str) -> tuple[bytes, str]:
         return self._try(lambda c: c.get_manifest(repository, reference))
 
-    def get_blob_bytes(self, repository: str, digest: str) -> bytes:
-        return self._try(lambda c: c.get_blob_bytes(repository, digest))
+    def get_blob_bytes(self, repository: str, digest: str, size: int | None = None) -> bytes:
+        return self._try(lambda c: c.get_blob_bytes(repository, digest, size))
 
-    def download_blob(self, repository: str, digest: str, dest: Path) -> None:
-        self._try(lambda c: c.download_blob(repository, digest, dest))
+    def download_blob(self, repository: str, digest: str, dest: Path, size: int | None = None) -> None:
+        self._try(lambda c: c.download_blob(repository, digest, dest, size))

@@ -15,23 +15,21 @@ from urllib.parse import urljoin, urlsplit
 
 import requests
 
-from .config import registry_settings
+from .config import limit_settings, registry_settings
 from .credentials import lookup_credentials
-from .errors import DigestMismatchError, NotFoundError, RegistryError
+from .errors import AnswerCutError, DigestMismatchError, NotFoundError, RegistryError, TooLargeError
 from .manifests import ACCEPT
 from .reference import ImageRef, validate_digest
 from .transport import (
     DEFAULT_MAX_CONNECTIONS,
     RESUME_ATTEMPTS,
+    Cap,
     RegistryTransport,
-    describe_failure,
     resume_backoff,
+    retries_note,
 )
 
 log = logging.getLogger(__name__)
-CHUNK = 1 << 20
-# Largest manifest or config we accept; real ones are a few KB.
-MAX_DOCUMENT_BYTES = 4 << 20
 # A blob whose bytes do not match its digest is fetched again from scratch this many times (a resumed
 # download could have joined two different byte streams) before it is refused.
 REFETCHES_ON_MISMATCH = 1
@@ -60,12 +58,15 @@ class RegistryClient:
         self.registry = ref.registry
         scheme = "http" if settings["insecure"] else ref.scheme
         self.base = f"{scheme}://{ref.api_host}"
+        self.limits = limit_settings(config)
         self.transport = RegistryTransport(
             ref.registry,
             lookup_credentials(ref.registry, settings),
             settings["timeout"],
             settings["retries"],
             settings.get("max_connections", DEFAULT_MAX_CONNECTIONS),
+            settings["deadline"],
+            settings["min_rate"],
         )
 
     def _check(self, response: requests.Response, what: str) -> requests.Response:
@@ -93,7 +94,7 @@ class RegistryClient:
         while url and url not in seen:
             seen.add(url)
             what = f"registry {self.registry}: tag list of {repository}"
-            response = self._check(self.transport.request("GET", url, self._scope(repository)), what)
+            response = self._check(self.transport.request("GET", url, self._scope(repository), what=what), what)
             try:
                 page = response.json().get("tags") or []
             except (ValueError, AttributeError):
@@ -111,11 +112,14 @@ class RegistryClient:
 
     def _manifest_request(self, method: str, repository: str, reference: str, what: str) -> requests.Response:
         """HEAD or GET a manifest, accepting all four manifest types (else registries convert or 404)."""
+        most = self.limits["manifest_bytes"]
         response = self.transport.request(
             method,
             f"{self.base}/v2/{repository}/manifests/{reference}",
             self._scope(repository),
+            what=what,
             headers={"Accept": ACCEPT},
+            cap=Cap(most, f"larger than {most} bytes (setting limits.manifest_bytes)"),
         )
         return self._check(response, what)
 
@@ -133,22 +137,23 @@ class RegistryClient:
         """Manifest bytes and Content-Type; verified when `reference` is a digest."""
         what = f"registry {self.registry}: manifest {repository}@{reference}"
         response = self._manifest_request("GET", repository, reference, what)
-        data = response.content[: MAX_DOCUMENT_BYTES + 1]
-        if len(data) > MAX_DOCUMENT_BYTES:
-            raise RegistryError(f"{what}: larger than {MAX_DOCUMENT_BYTES} bytes; refused")
+        data = response.content  # at most limits.manifest_bytes: read so far and no further
         if reference.startswith("sha256:") and sha256_digest(data) != reference:
             raise DigestMismatchError(f"{what}: content has digest {sha256_digest(data)}")
         return data, response.headers.get("Content-Type", "")
 
-    def download_blob(self, repository: str, digest: str, dest: Path) -> None:
+    def download_blob(self, repository: str, digest: str, dest: Path, size: int | None = None) -> None:
         """Stream a blob to a temporary file, verify its sha256, then rename it to `dest`.
 
-        A dropped connection resumes with `Range` from the bytes already written (or starts again
-        if the registry ignores `Range`). Bytes that do not match the digest are fetched once more
-        from scratch, then refused. On any failure nothing is left at `dest` or beside it.
+        `size` is the size the manifest declares (None or negative: unknown); a registry that sends
+        more is refused after one byte more. A dropped connection resumes with `Range` from the
+        bytes already written (or starts again if the registry ignores `Range`). Bytes that do not
+        match the digest are fetched once more from scratch, then refused. On any failure nothing
+        is left at `dest` or beside it.
         """
         validate_digest(digest)
         what = f"registry {self.registry}: blob {digest} of {repository}"
+        declared = size if size is not None and size >= 0 else None
         dest.parent.mkdir(parents=True, exist_ok=True)
         # A killed earlier download of this blob may have left its partial file (one job per blob, and
         # Snakemake's lock keeps two runs apart, so no partial file here is in use).
@@ -159,7 +164,7 @@ class RegistryClient:
         try:
             with os.fdopen(fd, "wb") as out:
                 for fetch in range(REFETCHES_ON_MISMATCH + 1):
-                    got = self._fetch_blob(repository, digest, out, what)
+                    got = self._fetch_blob(repository, digest, declared, out, what)
                     if got == digest:
                         break
                     if fetch < REFETCHES_ON_MISMATCH:
@@ -173,14 +178,18 @@ class RegistryClient:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
 
-    def _fetch_blob(self, repository: str, digest: str, out: BinaryIO, what: str) -> str:
-        """Download the whole blob into `out` (emptied first), resuming cut transfers; its digest."""
+    def _fetch_blob(self, repository: str, digest: str, size: int | None, out: BinaryIO, what: str) -> str:
+        """Download the whole blob into `out` (emptied first), resuming cut transfers; its digest.
+
+        A cut transfer resumes at most RESUME_ATTEMPTS times; one stopped at its deadline (too slow)
+        at most `retries` times.
+        """
         out.seek(0)
         out.truncate()
         hasher = hashlib.sha256()
-        written = 0
-        for attempt in range(RESUME_ATTEMPTS + 1):
-            time.sleep(resume_backoff(attempt))
+        written = cuts = overdue = 0
+        while True:
+            time.sleep(resume_backoff(cuts + overdue))
             headers = {"Accept-Encoding": "identity"}  # the digest is of the bytes as stored
             if written:
                 headers["Range"] = f"bytes={written}-"
@@ -188,8 +197,10 @@ class RegistryClient:
                 "GET",
                 f"{self.base}/v2/{repository}/blobs/{digest}",
                 self._scope(repository),
+                what=what,
                 headers=headers,
                 stream=True,
+                blob=True,
             )
             with response:
                 self._check(response, what)
@@ -198,22 +209,45 @@ class RegistryClient:
                     out.seek(0)
                     out.truncate()
                     hasher, written = hashlib.sha256(), 0
+                cap = None if size is None else Cap(size - written, f"more than the {size} bytes its manifest declares")
                 try:
-                    for chunk in response.iter_content(CHUNK):
+                    for chunk in self.transport.chunks(response, cap):
                         out.write(chunk)
                         hasher.update(chunk)
                         written += len(chunk)
                     return "sha256:" + hasher.hexdigest()
-                except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as err:
-                    reason, _ = describe_failure(err, self.transport.timeout)
-                    log.warning("%s: %s after %d bytes; resuming", what, reason, written)
-        msg = f"{what}: the download was cut {RESUME_ATTEMPTS + 1} times; try again later"
-        raise RegistryError(msg)
+                except AnswerCutError as cut:
+                    cuts, overdue = (cuts, overdue + 1) if cut.expired else (cuts + 1, overdue)
+                    if overdue > self.transport.retries:
+                        raise RegistryError(f"{what}: {cut.reason} ({retries_note(self.transport.retries)})") from cut
+                    if cuts > RESUME_ATTEMPTS:
+                        msg = f"{what}: the download was cut {cuts} times; try again later"
+                        raise RegistryError(msg) from cut
+                    log.warning("%s: %s after %d bytes; resuming", what, cut.reason, written)
 
-    def get_blob_bytes(self, repository: str, digest: str) -> bytes:
-        """A small blob (an image config) in memory, verified."""
-        what = f"registry {self.registry}: blob {digest} of {repository}"
-        response = self.transport.request("GET", f"{self.base}/v2/{repository}/blobs/{digest}", self._scope(repository))
+    def get_blob_bytes(self, repository: str, digest: str, size: int | None = None) -> bytes:
+        """A small blob (an image config) in memory, verified; at most `limits.config_bytes`.
+
+        `size` is the size the manifest declares (None or negative: unknown). A declared size above
+        the limit is refused before any request; bytes beyond either are never read.
+        """
+        what = f"registry {self.registry}: config {digest} of {repository}"
+        most = self.limits["config_bytes"]
+        if size is not None and size > most:
+            msg = f"{what}: its manifest declares {size} bytes, more than {most} (setting limits.config_bytes); refused"
+            raise TooLargeError(msg)
+        if size is not None and size >= 0:
+            cap = Cap(size, f"more than the {size} bytes its manifest declares")
+        else:
+            cap = Cap(most, f"larger than {most} bytes (setting limits.config_bytes)")
+        response = self.transport.request(
+            "GET",
+            f"{self.base}/v2/{repository}/blobs/{digest}",
+            self._scope(repository),
+            what=what,
+            blob=True,
+            cap=cap,
+        )
         self._check(response, what)
         data = response.content
         if sha256_digest(data) != digest:

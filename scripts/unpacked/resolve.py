@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .bounded import bounded_repr
-from .errors import UnpackedError, UnsupportedImageError
+from .config import limit_settings
+from .errors import RecipeError, UnpackedError, UnsupportedImageError
 from .fsutil import json_bytes, write_atomic, write_if_changed
 from .manifests import (
     INDEX_TYPES,
@@ -74,8 +75,11 @@ class Resolver:
                 self._clients[ref.registry] = make_client(ref, self.config)
             return self._clients[ref.registry]
 
-    def _document(self, ref: ImageRef, digest: str, fetch_manifest: bool) -> bytes:
-        """A manifest or config by digest: from the store if seen before, else GET and store it."""
+    def _document(self, ref: ImageRef, digest: str, fetch_manifest: bool, size: int | None = None) -> bytes:
+        """A manifest or config by digest: from the store if seen before, else GET and store it.
+
+        `size`: a config's size as its manifest declares it (the client refuses more).
+        """
         path = self.store.blob(digest)
         try:
             data = path.read_bytes()
@@ -87,7 +91,7 @@ class Resolver:
         if fetch_manifest:
             data, _ = client.get_manifest(ref.api_repository, digest)
         else:
-            data = client.get_blob_bytes(ref.api_repository, digest)
+            data = client.get_blob_bytes(ref.api_repository, digest, size)
         write_atomic(path, data)
         return data
 
@@ -101,6 +105,13 @@ class Resolver:
         matched = sorted(t for t in valid if fnmatch.fnmatchcase(t, ref.tag))
         if not matched:
             raise UnpackedError(f"{ref}: the tag pattern {ref.tag!r} matches none of the {len(tags)} tags")
+        most = limit_settings(self.config)["tags_per_entry"]
+        if len(matched) > most:
+            msg = (
+                f"{ref}: the tag pattern {ref.tag!r} matches {len(matched)} tags, more than {most} "
+                "(setting limits.tags_per_entry); narrow the pattern or raise the setting"
+            )
+            raise RecipeError(msg)
         return [ref.with_tag(tag) for tag in matched]
 
     def _documents_stored(self, state: dict[str, Any]) -> bool:
@@ -201,7 +212,7 @@ class Resolver:
         """Manifest, config and layers of one image manifest."""
         what = f"{ref}"
         manifest = parse_manifest(data, f"{what}: manifest {digest}")
-        config_bytes = self._document(ref, manifest.config.digest, fetch_manifest=False)
+        config_bytes = self._document(ref, manifest.config.digest, fetch_manifest=False, size=manifest.config.size)
         image_config = check_image_config(config_bytes, len(manifest.layers), f"{what}: config")
         diff_ids = image_config["rootfs"]["diff_ids"]
         return {

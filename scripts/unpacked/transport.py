@@ -8,8 +8,20 @@ One retry policy, in one place (`retry_policy`, `RegistryRetry`, `resume_backoff
   `MAX_WAIT` seconds, and a `Retry-After` longer than that ends the retries at once (the error says
   when to come back). So one request waits at most `retries` x `MAX_WAIT` seconds in total (150 s
   with the default 5 retries), plus `timeout` per attempt.
+- never retried either: a host name that does not resolve, and a TLS handshake that fails (a plain
+  HTTP registry behind an `https://` entry, an untrusted certificate): they fail the same way again
+  at once, so they fail at once, saying so.
 - A body cut in the middle (blob downloads) is resumed by the caller at most `RESUME_ATTEMPTS` times,
   waiting `resume_backoff(n)` between attempts.
+
+Deadlines (`deadlines.py`): `timeout` bounds each read, `deadline` bounds one attempt in all, headers
+and body, so a registry that trickles bytes cannot hold a run. A blob's attempt may take one second
+more per `min_rate` bytes received. An attempt stopped at its deadline is retried like a dropped one,
+within the same `retries` (a body read here counts against what urllib3 has used on its headers);
+a blob download stopped at its deadline resumes at most `retries` times.
+
+Sizes: an answer read whole is read at most `Cap.size` + 1 bytes far, then refused (`TooLargeError`):
+manifests and configs with the caller's limit, anything else with `MAX_ANSWER_BYTES`.
 
 Politeness: at most `max_connections` requests to one registry are in flight at once from this
 process (a blob download holds its slot until its body is read). `ratelimit-limit` /
@@ -32,25 +44,32 @@ import json
 import logging
 import random
 import re
+import ssl
 import threading
 import time
+import weakref
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import requests
-from requests.adapters import HTTPAdapter
+import urllib3.exceptions
 from urllib3.exceptions import (
     ConnectTimeoutError,
     MaxRetryError,
+    NameResolutionError,
     NewConnectionError,
     ProtocolError,
     ReadTimeoutError,
     ResponseError,
+    SSLError,
 )
 from urllib3.util.retry import Retry
 
 from .credentials import Credentials
-from .errors import AuthError, RegistryError
+from .deadlines import DeadlineAdapter, Exchange, current_exchange
+from .errors import AnswerCutError, AuthError, RegistryError, TooLargeError
 from .fsutil import json_bytes, write_if_changed
 
 log = logging.getLogger(__name__)
@@ -66,6 +85,22 @@ RESUME_ATTEMPTS = 5
 # Concurrent requests to one registry from one process, unless its settings say otherwise.
 DEFAULT_MAX_CONNECTIONS = 8
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+# Seconds one attempt at an answer may take in all, headers and body, unless the registry's settings
+# say otherwise (`deadline`): real answers other than blobs take well under a second, and even a
+# tag list of MAX_ANSWER_BYTES arrives in time at 1 MB/s.
+DEFAULT_DEADLINE = 120
+# Bytes per second a blob download must average beyond the deadline (`min_rate`): 64 KiB/s lets a
+# 1 GiB layer take 4.5 hours per attempt on a poor link, while a trickle is stopped within minutes.
+DEFAULT_MIN_RATE = 65536
+# The most bytes of any other answer read whole (tag list pages, token answers, error bodies); a tag
+# list of a few hundred thousand tags is a few MB.
+MAX_ANSWER_BYTES = 64 << 20
+# Bytes read at once from a body.
+CHUNK = 1 << 20
+# OpenSSL's complaints when the other end answers a TLS handshake in plain HTTP.
+_PLAIN_HTTP_TLS_REASONS = frozenset(
+    {"WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "PACKET_LENGTH_TOO_LONG", "HTTP_REQUEST", "UNKNOWN_PROTOCOL"}
+)
 _CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
 _FIRST_NUMBER = re.compile(r"^\s*(\d+)")
 
@@ -115,10 +150,28 @@ class RegistryRetry(Retry):
                 )
                 advice = f"rate limited (HTTP 429); it asks to retry after {retry_after:.0f} s, try again then"
                 raise MaxRetryError(kwargs.get("_pool"), url or "", ResponseError(advice))
+        exchange = current_exchange()
+        expired = exchange is not None and exchange.expired
+        if error is not None and not expired and _not_worth_retrying(error):
+            raise MaxRetryError(kwargs.get("_pool"), url or "", error) from error
         retry = super().increment(method, url, *args, **kwargs)
-        what = f"HTTP {response.status}" if response is not None else type(error).__name__
+        if response is not None:
+            what = f"HTTP {response.status}"
+        elif expired:
+            what = exchange.describe()  # type: ignore[union-attr]
+        else:
+            what = str(error) if isinstance(error, BodyFailed) else type(error).__name__
         log.warning("registry %s: %s %s: %s; retrying", self.registry, method, _path(url), what)
         return retry
+
+
+class BodyFailed(ProtocolError):
+    """A body that failed after urllib3 handed its answer over, counted against the same retries."""
+
+
+def _not_worth_retrying(error: BaseException) -> bool:
+    """A host name that does not resolve, or a failed TLS handshake, fails the same way again at once."""
+    return isinstance(error, NameResolutionError | SSLError)
 
 
 def retry_policy(retries: int, registry: str = "") -> RegistryRetry:
@@ -147,6 +200,13 @@ def resume_backoff(attempt: int) -> float:
     return min(0.5 * 2**attempt + random.random() * 0.5, MAX_WAIT)
 
 
+def retries_note(retries: int, retried: bool = True) -> str:
+    """How often a failed request was tried again, for its message."""
+    if not retried:
+        return "not retried"
+    return f"retried up to {retries} time{'' if retries == 1 else 's'}"
+
+
 def _path(url: str | None) -> str:
     """The URL without its query (a token realm's query is harmless, but keep logs short)."""
     return (url or "").split("?", 1)[0]
@@ -158,8 +218,20 @@ def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
     return scheme.lower(), dict(_CHALLENGE_PARAM.findall(rest))
 
 
-def describe_failure(err: BaseException, timeout: float) -> tuple[str, bool]:
-    """A short reason for a failed request, and whether the registry could not be connected to."""
+class Failure(NamedTuple):
+    """Why a request failed, whether the registry cannot be reached at all, and whether it was retried."""
+
+    reason: str
+    unreachable: bool
+    retried: bool = True
+
+
+def describe_failure(
+    err: BaseException, timeout: float, registry: str = "", exchange: Exchange | None = None
+) -> Failure:
+    """A short reason for a failed request, naming the setting or the entry to change."""
+    if exchange is not None and exchange.expired:
+        return Failure(exchange.describe(), False)
     reason: BaseException | None = err
     for _depth in range(12):  # a chain of causes is short; never loop on a strange one
         if reason is None:
@@ -168,18 +240,43 @@ def describe_failure(err: BaseException, timeout: float) -> tuple[str, bool]:
             reason = reason.reason
             continue
         if isinstance(reason, ResponseError) and str(reason).startswith("rate limited"):
-            return str(reason), False
+            return Failure(str(reason), False)
+        if isinstance(reason, NameResolutionError):
+            host = getattr(getattr(reason, "conn", None), "host", None) or registry
+            return Failure(f"cannot resolve host {host!r}; check the registry name in the entry", True, False)
+        if isinstance(reason, SSLError | ssl.SSLError):
+            return Failure(_tls_failure(reason, registry), True, False)
         if isinstance(reason, NewConnectionError):  # (a subclass of ConnectTimeoutError)
-            return "cannot connect (connection refused or host unreachable)", True
+            return Failure("cannot connect (connection refused or host unreachable)", True)
         if isinstance(reason, ConnectTimeoutError | requests.ConnectTimeout):
-            return f"cannot connect within {timeout:g} s (setting timeout)", True
+            return Failure(f"cannot connect within {timeout:g} s (setting timeout)", True)
         if isinstance(reason, ReadTimeoutError | requests.ReadTimeout | TimeoutError):
-            return f"no answer within {timeout:g} s (setting timeout)", False
+            return Failure(f"no answer within {timeout:g} s (setting timeout)", False)
         if isinstance(reason, ProtocolError | ConnectionError):
-            return "connection dropped by the registry or the network", False
+            return Failure("connection dropped by the registry or the network", False)
         nested = reason.args[0] if reason.args and isinstance(reason.args[0], BaseException) else None
         reason = nested or reason.__cause__ or reason.__context__
-    return type(err).__name__, False
+    return Failure(type(err).__name__, False)
+
+
+def _tls_failure(err: BaseException, registry: str) -> str:
+    """What a failed TLS handshake means, from OpenSSL's reason code."""
+    cause: BaseException | None = err
+    while cause is not None and not isinstance(cause, ssl.SSLError):
+        cause = cause.args[0] if cause.args and isinstance(cause.args[0], BaseException) else cause.__cause__
+    code = getattr(cause, "reason", None)
+    detail = getattr(cause, "verify_message", None) or code or str(err)
+    if code in _PLAIN_HTTP_TLS_REASONS:
+        return (
+            "the TLS handshake failed: the registry answers plain HTTP; write the entry as "
+            f"http://{registry}/..., or set registries: {{{registry}: {{insecure: true}}}} in the config"
+        )
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        return (
+            f"its TLS certificate is not trusted ({detail}); if a private CA signed it, point "
+            "REQUESTS_CA_BUNDLE to that CA's certificate"
+        )
+    return f"the TLS handshake failed ({detail})"
 
 
 # Token realms learned from registries' challenges, by registry, shared by every transport of this
@@ -197,6 +294,30 @@ def save_realms(path: Path) -> None:
     write_if_changed(path, json_bytes(_REALMS))
 
 
+@dataclass(frozen=True)
+class Cap:
+    """The most body bytes accepted from one answer, and how to say it when it has more."""
+
+    size: int
+    reason: str  # e.g. "larger than 4194304 bytes (setting limits.manifest_bytes)"
+
+
+ANSWER_CAP = Cap(MAX_ANSWER_BYTES, f"larger than {MAX_ANSWER_BYTES} bytes, far more than any real answer")
+
+
+@dataclass(frozen=True)
+class _Call:
+    """One request as the caller asked for it."""
+
+    method: str
+    url: str
+    what: str  # names the registry and what is read, for messages
+    stream: bool = False
+    blob: bool = False  # a blob's attempt may take longer, by its size (`min_rate`)
+    cap: Cap = ANSWER_CAP  # for a body read whole
+    to_registry: bool = True  # holds a connection slot and counts for `_unreachable` (not a token server)
+
+
 class RegistryTransport:
     """A requests session for one registry host, with its credentials, token cache and slots."""
 
@@ -207,17 +328,24 @@ class RegistryTransport:
         timeout: float = 60,
         retries: int = 5,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        deadline: float = DEFAULT_DEADLINE,
+        min_rate: float = DEFAULT_MIN_RATE,
     ) -> None:
         self.registry = registry
         self.credentials = credentials
         self.timeout = timeout
         self.retries = retries
+        self.deadline = deadline
+        self.min_rate = min_rate
         self.session = requests.Session()
-        adapter = HTTPAdapter(max_retries=retry_policy(retries, registry), pool_maxsize=max(max_connections, 1))
+        self._policy = retry_policy(retries, registry)
+        adapter = DeadlineAdapter(max_retries=self._policy, pool_maxsize=max(max_connections, 1))
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
         self.session.headers["User-Agent"] = "unpacked/0.1"
         self._slots = threading.BoundedSemaphore(max(max_connections, 1))
+        # Streamed answers handed to the caller: their exchange and what they are.
+        self._streams: weakref.WeakKeyDictionary[requests.Response, tuple[Exchange, str]] = weakref.WeakKeyDictionary()
         self._tokens: dict[str, tuple[str, float]] = {}
         self._bearer: dict[str, str] | None = None  # the token realm and service, once known
         self._basic = False
@@ -231,34 +359,57 @@ class RegistryTransport:
             self._learned.set()
         self._ratelimit_logged = False
 
-    def request(self, method: str, url: str, scope: str, **kwargs: Any) -> requests.Response:
+    def request(
+        self,
+        method: str,
+        url: str,
+        scope: str,
+        *,
+        what: str | None = None,
+        headers: dict[str, str] | None = None,
+        stream: bool = False,
+        blob: bool = False,
+        cap: Cap = ANSWER_CAP,
+    ) -> requests.Response:
         """Send a request, answering one authentication challenge if the registry sends one.
 
-        With `stream=True` the caller must close the response (it holds a connection slot).
+        The answer's body is read here, at most `cap.size` bytes (`TooLargeError` beyond). With
+        `stream=True` a successful answer's body is left to the caller, who reads it with `chunks()`
+        and must close the response (it holds a connection slot and its deadline's watchdog).
+        `what` names the registry and what is read, for messages. `blob=True`: the attempt may take
+        longer by the bytes received (`min_rate`).
         The first request to a registry goes alone: it learns how the registry authenticates, so the
         concurrent requests behind it fetch their token first instead of each collecting a 401.
         """
+        call = _Call(method, url, what or f"registry {self.registry}: {method} {_path(url)}", stream, blob, cap)
         if not self._learned.is_set():
             with self._learning:
                 if not self._learned.is_set():
                     try:
-                        return self._request(method, url, scope, **kwargs)
+                        return self._request(call, scope, headers)
                     finally:
                         self._learned.set()
-        return self._request(method, url, scope, **kwargs)
+        return self._request(call, scope, headers)
 
-    def _request(self, method: str, url: str, scope: str, **kwargs: Any) -> requests.Response:
-        kwargs.setdefault("timeout", self.timeout)
-        headers = dict(kwargs.pop("headers", {}) or {})
+    def chunks(self, response: requests.Response, cap: Cap | None = None) -> Iterator[bytes]:
+        """The body of a streamed answer; at most `cap.size` bytes (`TooLargeError` at one more).
+
+        Raises `AnswerCutError` when the body stops early (dropped, stalled, or at its deadline).
+        """
+        exchange, what = self._streams[response]
+        return _body(response, exchange, cap, what, self.timeout)
+
+    def _request(self, call: _Call, scope: str, given: dict[str, str] | None) -> requests.Response:
+        headers = dict(given or {})
         self._authorize(headers, scope)
-        response = self._send(method, url, headers, **kwargs)
+        response = self._send(call, headers)
         if response.status_code != 401:
             return response
         challenge = response.headers.get("WWW-Authenticate", "")
         response.close()
         self._answer_challenge(challenge, scope, headers.get("Authorization"))
         self._authorize(headers, scope)
-        response = self._send(method, url, headers, **kwargs)
+        response = self._send(call, headers)
         if response.status_code == 401:
             response.close()
             who = f"as {self.credentials.username!r}" if self.credentials else "anonymously"
@@ -269,28 +420,97 @@ class RegistryTransport:
             raise AuthError(msg)
         return response
 
-    def _send(self, method: str, url: str, headers: dict[str, str], **kwargs: Any) -> requests.Response:
-        if self._unreachable:
-            raise RegistryError(f"registry {self.registry}: {method} {_path(url)} not sent: {self._unreachable}")
-        self._slots.acquire()
+    def _send(self, call: _Call, headers: dict[str, str], **kwargs: Any) -> requests.Response:
+        """One request, each attempt within its deadline, failed attempts retried as the policy says.
+
+        urllib3 retries what fails before the headers are in; a body read whole that fails after
+        them is retried here, from the same budget.
+        """
+        if call.to_registry and self._unreachable:
+            raise RegistryError(f"{call.what}: not sent: {self._unreachable}")
+        exchange = Exchange(self.deadline, self.min_rate if call.blob else None)
+        handed_over = False
         try:
-            response = self.session.request(method, url, headers=headers, **kwargs)
-        except requests.RequestException as err:
-            self._slots.release()
-            reason, unreachable = describe_failure(err, self.timeout)
-            if unreachable:
-                self._unreachable = f"unreachable earlier in this run ({reason})"
-            msg = f"registry {self.registry}: {method} {_path(url)} failed (up to {self.retries} retries): {reason}"
-            raise RegistryError(msg) from err
-        except BaseException:
-            self._slots.release()
+            while True:
+                response = self._open(call, headers, exchange, **kwargs)
+                if call.stream and response.ok:
+                    self._hand_over(call, response, exchange)
+                    handed_over = True
+                    return response
+                try:
+                    self._read_whole(call, response, exchange)
+                    return response
+                except AnswerCutError as cut:
+                    exchange.retry = self._retry_after_cut(call, response, cut)
+        finally:
+            if not handed_over:
+                exchange.finish()
+
+    def _read_whole(self, call: _Call, response: requests.Response, exchange: Exchange) -> None:
+        """Read the body (at most `call.cap`), then close the answer and free its slot, whatever happens."""
+        try:
+            body = b"".join(_body(response, exchange, call.cap, call.what, self.timeout))
+        finally:
+            response.close()
+            if call.to_registry:
+                self._slots.release()
+        # requests serves .content, .json() and .text from what was read here.
+        response._content = body
+        response._content_consumed = True
+
+    def _open(self, call: _Call, headers: dict[str, str], exchange: Exchange, **kwargs: Any) -> requests.Response:
+        """Send the request and wait for the headers (urllib3 retries failures up to then)."""
+        if call.to_registry:
+            self._slots.acquire()
+        try:
+            with exchange.sending():
+                response = self.session.request(
+                    call.method, call.url, headers=headers, stream=True, timeout=self.timeout, **kwargs
+                )
+        except BaseException as err:
+            if call.to_registry:
+                self._slots.release()
+            if isinstance(err, requests.RequestException):
+                raise self._failed(call, err, exchange) from err
             raise
         self._note_rate_limit(response)
-        if kwargs.get("stream"):
-            _release_on_close(response, self._slots)
-        else:
-            self._slots.release()
         return response
+
+    def _failed(self, call: _Call, err: requests.RequestException, exchange: Exchange) -> RegistryError:
+        failure = describe_failure(err, self.timeout, self.registry, exchange)
+        if failure.unreachable and call.to_registry:
+            self._unreachable = f"unreachable earlier in this run ({failure.reason})"
+        return RegistryError(f"{call.what}: {failure.reason} ({retries_note(self.retries, failure.retried)})")
+
+    def _retry_after_cut(self, call: _Call, response: requests.Response, cut: AnswerCutError) -> Retry:
+        """The retries left after a body failed (or RegistryError if none), once the backoff is waited."""
+        retry = getattr(response.raw, "retries", None)
+        if not isinstance(retry, Retry):
+            retry = self._policy
+        try:
+            retry = retry.increment(call.method, call.url, error=BodyFailed(cut.reason))
+        except (MaxRetryError, BodyFailed) as err:
+            raise RegistryError(f"{call.what}: {cut.reason} ({retries_note(self.retries)})") from err
+        retry.sleep()
+        return retry
+
+    def _hand_over(self, call: _Call, response: requests.Response, exchange: Exchange) -> None:
+        """The caller reads the body; closing the response (once) ends the exchange and frees the slot."""
+        self._streams[response] = (exchange, call.what)
+        close = response.close
+        closed = threading.Event()
+
+        def close_and_release() -> None:
+            try:
+                close()
+            finally:
+                if not closed.is_set():
+                    closed.set()
+                    exchange.finish()
+                    if call.to_registry:
+                        self._slots.release()
+
+        response.close = close_and_release  # type: ignore[method-assign]
 
     def _note_rate_limit(self, response: requests.Response) -> None:
         """Log `ratelimit-*` headers: at INFO the first time and when little is left, else at DEBUG."""
@@ -374,12 +594,9 @@ class RegistryTransport:
         if "service" in params:
             query["service"] = params["service"]
         auth = (self.credentials.username, self.credentials.password) if self.credentials else None
-        try:
-            answer = self.session.get(params["realm"], params=query, auth=auth, timeout=self.timeout)
-        except requests.RequestException as err:
-            reason, _ = describe_failure(err, self.timeout)
-            msg = f"registry {self.registry}: token server {_path(params['realm'])} unreachable: {reason}"
-            raise RegistryError(msg) from err
+        what = f"registry {self.registry}: token server {_path(params['realm'])}"
+        call = _Call("GET", params["realm"], what, to_registry=False)
+        answer = self._send(call, {}, params=query, auth=auth)
         if answer.status_code in (401, 403):
             who = f"user {self.credentials.username!r}" if self.credentials else "anonymous access"
             msg = f"registry {self.registry}: token server refused {who} for {scope} (wrong password?)"
@@ -400,17 +617,26 @@ class RegistryTransport:
             self._tokens[scope] = (token, expiry)
 
 
-def _release_on_close(response: requests.Response, slots: threading.BoundedSemaphore) -> None:
-    """Give the connection slot back when the streamed response is closed (once)."""
-    close = response.close
-    released = threading.Event()
-
-    def close_and_release() -> None:
+def _body(
+    response: requests.Response, exchange: Exchange, cap: Cap | None, what: str, timeout: float
+) -> Iterator[bytes]:
+    """A body in chunks, reading at most one byte more than `cap` allows, then refusing it."""
+    left = cap.size if cap is not None else None
+    while True:
+        want = CHUNK if left is None else min(CHUNK, left + 1)
         try:
-            close()
-        finally:
-            if not released.is_set():
-                released.set()
-                slots.release()
-
-    response.close = close_and_release  # type: ignore[method-assign]
+            # read1: what has arrived, at once, so that a blob's progress moves its deadline
+            chunk = response.raw.read1(want, decode_content=True)
+        except (urllib3.exceptions.HTTPError, OSError) as err:
+            reason = describe_failure(err, timeout, exchange=exchange).reason
+            raise AnswerCutError(f"{what}: {reason}", reason, exchange.expired) from err
+        if not chunk:
+            break
+        if left is not None:
+            if len(chunk) > left:
+                raise TooLargeError(f"{what}: {cap.reason}; refused")  # type: ignore[union-attr]
+            left -= len(chunk)
+        exchange.received(len(chunk))
+        yield chunk
+    if exchange.expired:  # a body without a length just ends when its socket is shut down
+        raise AnswerCutError(f"{what}: {exchange.describe()}", exchange.describe(), True)
