@@ -97,6 +97,7 @@ SECTIONS = {
     "top level": "# Configuration",
     "publisher": "## `publisher`",
     "registries": "## `registries.<host[:port]>`",
+    "limits": "## `limits`",
 }
 
 
@@ -106,6 +107,7 @@ def schema_levels() -> dict[str, dict[str, Any]]:
         "top level": properties,
         "publisher": properties["publisher"]["properties"],
         "registries": properties["registries"]["additionalProperties"]["properties"],
+        "limits": properties["limits"]["properties"],
     }
 
 

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import datetime as dt
-import ipaddress
 import json
 import os
 import signal
@@ -26,10 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import serialization
 from test_workflow_failures import Workdir, good_image
 
 from unpacked.config import validate_config
@@ -44,6 +39,7 @@ from support import oci
 from support.loopback import LoopbackServer
 from support.proxy import Fault, FaultProxy, serve_pages
 from support.registry import LocalRegistry
+from support.tokenserver import self_signed
 from support.workflow import snakemake_command
 
 # The settings of every deadline test: each attempt may take 2 s, and is retried once.
@@ -55,14 +51,6 @@ BOUND = 15.0
 ENDLESS = 256 << 20
 # Loopback socket buffers hold a few MB between what a server has sent and what a client has read.
 BUFFERS = 24 << 20
-
-
-@pytest.fixture(autouse=True)
-def empty_docker_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Never read the real ~/.docker/config.json."""
-    directory = tmp_path / "docker-config"
-    directory.mkdir()
-    monkeypatch.setenv("DOCKER_CONFIG", str(directory))
 
 
 @pytest.fixture
@@ -193,21 +181,7 @@ def serve() -> Iterator[Callable[..., tuple[str, Seen]]]:
 @pytest.fixture(scope="module")
 def tls(tmp_path_factory: pytest.TempPathFactory) -> tuple[ssl.SSLContext, Path]:
     """A server context with a self-signed certificate for 127.0.0.1, and that certificate's file."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=2))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
+    key, cert = self_signed("127.0.0.1", ip="127.0.0.1")
     directory = tmp_path_factory.mktemp("tls")
     cert_file, key_file = directory / "cert.pem", directory / "key.pem"
     cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))

@@ -220,13 +220,6 @@ def test_moved_platform_rebuilds_that_platform_alone(run: Run) -> None:
 # -------------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(autouse=True)
-def empty_docker_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    directory = tmp_path / "docker-config"
-    directory.mkdir()
-    monkeypatch.setenv("DOCKER_CONFIG", str(directory))
-
-
 def resolve(reg: LocalRegistry, tmp_path: Path, platforms: list[str], *entries: str) -> Resolution:
     config: dict[str, Any] = validate_config(
         {

@@ -33,13 +33,10 @@ HELM_CONFIG = "application/vnd.cncf.helm.config.v1+json"
 
 
 @pytest.fixture(autouse=True)
-def empty_docker_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Never read the real ~/.docker/config.json: every test starts with no stored credentials."""
-    directory = tmp_path / "docker-config"
-    directory.mkdir()
-    monkeypatch.setenv("DOCKER_CONFIG", str(directory))
+def empty_docker_config(isolated_docker_config: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The test's own empty Docker config (tests/conftest.py), and a HOME without one either."""
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    return directory
+    return isolated_docker_config
 
 
 def write_docker_auth(directory: Path, host: str, user: str, password: str) -> None:

@@ -40,14 +40,6 @@ from support.workflow import REPO, snakemake_command
 HEAD_MANIFEST = r"^/v2/.+/manifests/"
 
 
-@pytest.fixture(autouse=True)
-def empty_docker_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Never read the real ~/.docker/config.json."""
-    directory = tmp_path / "docker-config"
-    directory.mkdir()
-    monkeypatch.setenv("DOCKER_CONFIG", str(directory))
-
-
 @pytest.fixture
 def proxy(registry: LocalRegistry) -> Iterator[FaultProxy]:
     with FaultProxy(registry.url) as server:

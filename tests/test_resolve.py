@@ -29,13 +29,6 @@ S390X = {"os": "linux", "architecture": "s390x"}
 ATTESTATION = {"os": "unknown", "architecture": "unknown"}
 
 
-@pytest.fixture(autouse=True)
-def empty_docker_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    directory = tmp_path / "docker-config"
-    directory.mkdir()
-    monkeypatch.setenv("DOCKER_CONFIG", str(directory))
-
-
 def image(marker: str, architecture: str = "amd64", os: str = "linux") -> oci.Image:
     layer = oci.TarLayer().add_file("marker", f"{marker} {architecture}\n".encode()).tar_bytes()
     return oci.build_image([layer], architecture=architecture, os=os)

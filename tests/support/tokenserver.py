@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import ipaddress
 import json
 import secrets
 import threading
@@ -34,7 +35,8 @@ class TokenRequest:
     user: str | None
 
 
-def _self_signed(common_name: str) -> tuple[rsa.RSAPrivateKey, x509.Certificate]:
+def self_signed(common_name: str, ip: str | None = None) -> tuple[rsa.RSAPrivateKey, x509.Certificate]:
+    """A key and a self-signed CA certificate for `common_name` (and `ip` as its subject alt name)."""
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     now = dt.datetime.now(dt.UTC)
@@ -48,9 +50,10 @@ def _self_signed(common_name: str) -> tuple[rsa.RSAPrivateKey, x509.Certificate]
         .not_valid_before(now - dt.timedelta(days=1))
         .not_valid_after(now + dt.timedelta(days=30))
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
     )
-    return key, cert
+    if ip is not None:
+        cert = cert.add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(ip))]), False)
+    return key, cert.sign(key, hashes.SHA256())
 
 
 @dataclass
@@ -70,7 +73,7 @@ class TokenServer:
     requests: list[TokenRequest] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self._key, self._cert = _self_signed(self.issuer)
+        self._key, self._cert = self_signed(self.issuer)
         Path(self.cert_dir).mkdir(parents=True, exist_ok=True)
         self.cert_path = Path(self.cert_dir) / "token-cert.pem"
         self.cert_path.write_bytes(self._cert.public_bytes(serialization.Encoding.PEM))
