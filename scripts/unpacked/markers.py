@@ -27,22 +27,27 @@ from .store import Store
 
 def check_root_is_there(store: Store, images: dict[str, dict[str, Any]]) -> None:
     """Refuse to repair into a root that looks unmounted (see the module documentation)."""
+    if store.root.is_dir():
+        looks_unmounted = not (store.root / ".metadata").is_dir()
+    else:
+        looks_unmounted = not store.build_in_root  # a transaction publisher's root always exists
+    if not looks_unmounted:
+        return
     published = sum(1 for name in images if store.published_marker(name).exists())
     if not published:
-        return
-    if store.root.is_dir() and not (store.root / ".metadata").is_dir():
+        return  # a first run
+    if store.root.is_dir():
         msg = (
             f"output root {store.root} exists but holds no .metadata/, while {published} name(s) are marked "
             "published: is its filesystem mounted? If it was emptied on purpose, remove the directory itself "
             "(or create an empty .metadata/ in it) and run again: everything is then published again"
         )
         raise StoreError(msg)
-    if not store.root.exists() and not store.build_in_root:
-        msg = (
-            f"output root {store.root} does not exist, while {published} name(s) are marked published "
-            "through the transaction publisher: is the repository mounted?"
-        )
-        raise StoreError(msg)
+    msg = (
+        f"output root {store.root} does not exist, while {published} name(s) are marked published "
+        "through the transaction publisher: is the repository mounted?"
+    )
+    raise StoreError(msg)
 
 
 def drop_stale_markers(store: Store, images: dict[str, dict[str, Any]]) -> list[str]:
@@ -51,10 +56,11 @@ def drop_stale_markers(store: Store, images: dict[str, dict[str, Any]]) -> list[
     found: list[str] = []
     configs: set[str] = set()
     layers: set[str] = set()
+    flats: dict[str, bool] = {}  # config digest -> its flat image is in the root (shared by tags)
     for name, state in sorted(images.items()):
         configs.add(state["config_digest"])
         layers.update(layer["digest"] for layer in state["layers"])
-        problem = published_problem(store, name)
+        problem = published_problem(store, name, flats)
         if problem:
             _unmark(store.published_marker(name))
             found.append(f"{state['reference']}: {problem}; publishing it again")
@@ -71,8 +77,10 @@ def drop_stale_markers(store: Store, images: dict[str, dict[str, Any]]) -> list[
     return found
 
 
-def published_problem(store: Store, name: str) -> str | None:
-    """What is wrong with the published name `name` if its marker says it is published, else None."""
+def published_problem(store: Store, name: str, flats: dict[str, bool]) -> str | None:
+    """What is wrong with the published name `name` if its marker says it is published, else None.
+
+    `flats` caches which flat images exist, by config digest."""
     try:
         marker = json.loads(store.published_marker(name).read_text())
         config = marker["config_digest"]
@@ -91,7 +99,9 @@ def published_problem(store: Store, name: str) -> str | None:
         return f"{link} is not a link"
     if target != store.link_target(name, config):
         return f"the link {link} points to {target}, not to its image"
-    if not store.flat(config).is_dir():
+    if config not in flats:
+        flats[config] = store.flat(config).is_dir()
+    if not flats[config]:
         return f"its flat image {store.flat(config)} is missing"
     if not (store.metadata(name) / "record.json").is_file():
         return f"its metadata {store.metadata(name)} is missing"
