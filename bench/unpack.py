@@ -7,7 +7,7 @@ some of the first), pushes it to a real `docker-registry` on 127.0.0.1, then tim
 variants round by round in fresh directories (never deleting the previous output right before a run;
 see docs/benchmarks.md for the traps on this machine kind):
 
-- ours:        `unpacked` fetch-blob + extract-layer per layer, then flatten (the workflow's jobs)
+- ours:        the core `unpack_image` (fetch, extract every layer, flatten: what the jobs run)
 - skopeo+umoci: `skopeo copy docker://... oci:...` then `umoci raw unpack`
 - curl+tar:    per layer `curl | gzip -dc | tar -x` (no whiteout handling: a lower bound)
 
@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from support import oci
 from support.registry import LocalRegistry
+from support.unpack import resolved
 
 
 def synthetic_layers(files: int, seed: int = 1) -> tuple[bytes, bytes, bytes]:
@@ -65,25 +66,14 @@ OURS = r"""
 import json, sys
 from pathlib import Path
 from unpacked.config import validate_config
-from unpacked.extract import extract_layer
-from unpacked.flatten import flatten_image
-from unpacked.reference import parse_reference
-from unpacked.registry import RegistryClient
+from unpacked.state import ResolvedImage
+from unpacked.store import Store
+from unpacked.sync import RegistrySource, unpack_image
 
-ref, work, manifest = sys.argv[1], Path(sys.argv[2]), json.loads(sys.argv[3])
-image = parse_reference(ref)
+image = ResolvedImage.from_json(json.loads(sys.argv[2]))
 settings = validate_config({"registries": {image.registry: {"insecure": True}}})
-client = RegistryClient(image, settings)
-dirs = []
-for layer, diff_id in zip(manifest["layers"], manifest["diff_ids"]):
-    hexd = layer.split(":")[1]
-    blob, dest = work / "blobs" / hexd, work / "layers" / hexd
-    if not dest.exists():  # content-addressed: a layer already extracted costs nothing
-        if not blob.exists():
-            client.download_blob(image.api_repository, layer, blob)
-        extract_layer(blob, diff_id, dest, layer)
-    dirs.append(dest)
-flatten_image(dirs, manifest["diff_ids"], manifest["config"], work / "flat" / sys.argv[4], ref)
+# The core API the workflow's jobs run: blobs and layers already in the store cost nothing.
+unpack_image(Store(Path(sys.argv[1]) / "work", Path(sys.argv[1]) / "root"), RegistrySource(settings), image)
 """
 
 
@@ -109,13 +99,10 @@ def main() -> None:
                 out = run / variant
                 out.mkdir()
                 if variant == "ours":
-                    meta = {"layers": [b.digest for b in first.layers], "diff_ids": first.diff_ids,
-                            "config": json.loads(first.config)}  # fmt: skip
-                    command = [python, "-c", OURS, f"http://{reg.host}/bench/image:1", str(out), json.dumps(meta), "a"]
-                    results.setdefault(variant, []).append(timed(command))
-                    meta2 = {"layers": [b.digest for b in second.layers], "diff_ids": second.diff_ids,
-                             "config": json.loads(second.config)}  # fmt: skip
-                    command = [python, "-c", OURS, f"http://{reg.host}/bench/image:2", str(out), json.dumps(meta2), "b"]
+                    state = json.dumps(resolved(first, f"{reg.host}/bench/image:1").to_json())
+                    results.setdefault(variant, []).append(timed([python, "-c", OURS, str(out), state]))
+                    state = json.dumps(resolved(second, f"{reg.host}/bench/image:2").to_json())
+                    command = [python, "-c", OURS, str(out), state]
                     results.setdefault("ours, 2nd image sharing a layer", []).append(timed(command))
                 elif variant == "skopeo+umoci":
                     script = (

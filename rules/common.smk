@@ -6,7 +6,9 @@ from unpacked.workflow import prepare
 
 # Registries are contacted here, once, in the main process; jobs and cluster nodes reuse its state.
 PLAN = prepare(config, main_process=workflow.is_main_process)
-WORK = str(PLAN.store.work)
+# Every path comes from the Store: rules take their patterns from it (STORE.pattern("blob"), ...).
+STORE = PLAN.store
+WORK = str(STORE.work)
 # Named by the settings' digest: another invocation cannot change what a running job reads. Rules
 # pass it as a param, not an input: the profile's rerun-triggers leave params out, so a changed
 # setting does not rebuild every image (without that profile, every job would run again).
@@ -24,10 +26,7 @@ wildcard_constraints:
 
 def get_targets():
     """Every published image, plus a failing report job if some entries could not be resolved."""
-    targets = [f"{WORK}/published/{name}.json" for name in PLAN.names]
-    if PLAN.unignored_failures:
-        targets.append(f"{WORK}/failures/unresolved")
-    return targets
+    return PLAN.targets()
 
 
 def get_blob_owner(wildcards):
@@ -39,14 +38,11 @@ def get_diff_id(wildcards):
 
 
 def get_layers_of_flat(wildcards):
-    return [
-        f"{WORK}/layers/{h[:2]}/{h}/layer.json"
-        for h in PLAN.layers_of_config(wildcards.hex)
-    ]
+    return PLAN.layer_markers_of_config(wildcards.hex)
 
 
 def get_config_blob(wildcards):
-    return f"{WORK}/blobs/sha256/{wildcards.hex}"
+    return PLAN.config_blob(wildcards.hex)
 
 
 def get_config_owner(wildcards):
@@ -54,11 +50,11 @@ def get_config_owner(wildcards):
 
 
 def get_flat_marker(wildcards):
-    return f"{WORK}/flats/{PLAN.config_of(wildcards.name)}.json"
+    return PLAN.flat_marker_of(wildcards.name)
 
 
 def get_state_file(wildcards):
-    return f"{WORK}/state/images/{wildcards.name}.json"
+    return PLAN.state_of(wildcards.name)
 
 
 def report_failures(success):

@@ -1,10 +1,10 @@
 rule extract_layer:
     input:
-        blob=f"{WORK}/blobs/sha256/{{hex}}",
+        blob=STORE.pattern("blob"),
     output:
-        index=f"{WORK}/layers/{{xx}}/{{hex}}/layer.json",
+        index=STORE.pattern("layer_marker"),
     log:
-        f"{WORK}/logs/extract_layer/{{xx}}/{{hex}}.log",
+        STORE.pattern("log.extract_layer"),
     conda:
         "../envs/unpacked.yaml"
     params:

@@ -1,8 +1,8 @@
 rule fetch_blob:
     output:
-        blob=f"{WORK}/blobs/sha256/{{hex}}",
+        blob=STORE.pattern("blob"),
     log:
-        f"{WORK}/logs/fetch_blob/{{hex}}.log",
+        STORE.pattern("log.fetch_blob"),
     conda:
         "../envs/unpacked.yaml"
     resources:

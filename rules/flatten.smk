@@ -3,9 +3,9 @@ rule flatten_image:
         layers=get_layers_of_flat,
         config=get_config_blob,
     output:
-        marker=f"{WORK}/flats/{{hex}}.json",
+        marker=STORE.pattern("flat_marker"),
     log:
-        f"{WORK}/logs/flatten_image/{{hex}}.log",
+        STORE.pattern("log.flatten_image"),
     conda:
         "../envs/unpacked.yaml"
     params:
@@ -14,4 +14,4 @@ rule flatten_image:
         image=get_config_owner,
     shell:
         "{params.unpacked} flatten --settings {params.settings} --image {params.image:q}"
-        " --marker {output.marker} 2> {log}"
+        " 2> {log}"

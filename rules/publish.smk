@@ -3,9 +3,9 @@ rule publish_image:
         state=get_state_file,
         flat=get_flat_marker,
     output:
-        marker=f"{WORK}/published/{{name}}.json",
+        marker=STORE.pattern("published_marker"),
     log:
-        f"{WORK}/logs/publish_image/{{name}}.log",
+        STORE.pattern("log.publish_image"),
     conda:
         "../envs/unpacked.yaml"
     params:
@@ -13,4 +13,4 @@ rule publish_image:
         settings=SETTINGS,
     shell:
         "{params.unpacked} publish --settings {params.settings} --image {wildcards.name:q}"
-        " --marker {output.marker} 2> {log}"
+        " 2> {log}"

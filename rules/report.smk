@@ -1,9 +1,9 @@
 rule report_unresolved:
     """Fails the run, after every other job, when recipe entries could not be resolved."""
     output:
-        never=f"{WORK}/failures/unresolved",
+        never=STORE.pattern("unresolved"),
     log:
-        f"{WORK}/logs/report_unresolved.log",
+        STORE.pattern("log.report_unresolved"),
     conda:
         "../envs/unpacked.yaml"
     params:

@@ -21,7 +21,8 @@ import pytest
 
 from unpacked.config import validate_config
 from unpacked.recipe import parse_recipe
-from unpacked.resolve import Resolution, Resolver
+from unpacked.resolve import Resolver
+from unpacked.state import Resolution
 from unpacked.workflow import store_for
 
 from support import oci
@@ -238,7 +239,7 @@ def test_cred_helpers_per_registry(private: LocalRegistry, tmp_path: Path, monke
     monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
     result = resolve(tmp_path, {private.host: {"insecure": True}}, f"{private.host}/team/app:1.0")
     assert result.failures == []
-    assert result.images[f"{private.host}/team/app:1.0"]["manifest_digest"] == image.digest
+    assert result.images[f"{private.host}/team/app:1.0"].manifest_digest == image.digest
     assert asked.read_text().split() == [private.host]
 
 
@@ -255,10 +256,10 @@ def test_environment_variables_win(private: LocalRegistry, tmp_path: Path, monke
     settings = {"insecure": True, "username_env": "TEST_REG_USER", "password_env": "TEST_REG_PASS"}
     result = resolve(tmp_path, {private.host: settings}, f"{private.host}/team/app:1.0")
     assert result.failures == []
-    assert result.images[f"{private.host}/team/app:1.0"]["manifest_digest"] == image.digest
+    assert result.images[f"{private.host}/team/app:1.0"].manifest_digest == image.digest
     monkeypatch.delenv("TEST_REG_PASS")
     failure = resolve(tmp_path / "again", {private.host: settings}, f"{private.host}/team/app:1.0").failures[0]
-    assert "TEST_REG_USER and TEST_REG_PASS must be set" in failure["error"]
+    assert "TEST_REG_USER and TEST_REG_PASS must be set" in failure.error
 
 
 # -------------------------------------------------------------------------------------------------
@@ -311,7 +312,7 @@ def test_mirror_without_the_image_falls_back_to_upstream(
     }
     result = resolve(tmp_path, registries, f"{upstream.host}/team/app:1.0", f"{upstream.host}/team/app:*")
     assert result.failures == []
-    assert result.images[f"{upstream.host}/team/app:1.0"]["manifest_digest"] == image.digest
+    assert result.images[f"{upstream.host}/team/app:1.0"].manifest_digest == image.digest
     assert requests_in(empty_mirror) >= 1, "the mirror was asked first"
     assert requests_in(upstream) >= 1
 
@@ -333,5 +334,5 @@ def test_mirror_gets_its_own_credentials_never_upstreams(
     registries = {upstream.host: {"insecure": True, "mirrors": [mirror.host]}, mirror.host: {"insecure": True}}
     result = resolve(tmp_path, registries, f"{upstream.host}/team/app:1.0")
     assert result.failures == []
-    assert result.images[f"{upstream.host}/team/app:1.0"]["manifest_digest"] == image.digest
+    assert result.images[f"{upstream.host}/team/app:1.0"].manifest_digest == image.digest
     assert upstream.token_server.requests == [], "the upstream registry was never needed"

@@ -33,13 +33,13 @@ from pathlib import Path
 import pytest
 
 from unpacked.errors import LayerError
-from unpacked.extract import extract_layer
-from unpacked.flatten import flatten_image
+from unpacked.store import Store
 
 from support import compare, oci
 from support.compare import Difference, Entry
 from support.registry import LocalRegistry, require_binary
 from support.umoci_images import build_layout, skopeo_push
+from support.unpack import unpack
 from support.workflow import run_workflow, write_config
 
 pytestmark = pytest.mark.workflow
@@ -848,15 +848,7 @@ def test_policy_explains_only_what_it_names(tmp_path: Path) -> None:
 
 
 def _extract_and_flatten(tmp_path: Path, tars: list[bytes]) -> Path:
-    dirs, diff_ids = [], []
-    for number, tar in enumerate(tars):
-        blob = oci.LayerBlob.from_tar(tar, "gzip")
-        (tmp_path / f"blob{number}").write_bytes(blob.data)
-        extract_layer(tmp_path / f"blob{number}", blob.diff_id, tmp_path / f"layer{number}", f"layer {number}")
-        dirs.append(tmp_path / f"layer{number}")
-        diff_ids.append(blob.diff_id)
-    flatten_image(dirs, diff_ids, {}, tmp_path / "flat", "image")
-    return tmp_path / "flat"
+    return unpack(Store(tmp_path / "work", tmp_path / "root"), oci.build_image(tars))
 
 
 def test_layer_ending_inside_the_last_padding_is_read_like_go_does(tmp_path: Path) -> None:
@@ -868,7 +860,7 @@ def test_layer_ending_inside_the_last_padding_is_read_like_go_does(tmp_path: Pat
 
 def test_layer_missing_file_data_is_still_refused(tmp_path: Path) -> None:
     tar = oci.TarLayer(end_blocks=False).add_file("a", b"x" * 600).tar_bytes()
-    with pytest.raises(LayerError, match="layer 0: not a valid tar stream"):
+    with pytest.raises(LayerError, match=r"layer 1 \(sha256:[0-9a-f]{64}\): not a valid tar stream"):
         _extract_and_flatten(tmp_path, [tar[: 512 + 599]])  # one byte of data missing
 
 
@@ -879,6 +871,7 @@ def test_paths_beyond_path_max_refused_like_umoci(registry: LocalRegistry, repo_
     oci.push(registry, repo_name, "deep", oci.build_image([tar]))
     result = umoci_unpack(registry, repo_name, "deep", tmp_path / "layout", tmp_path / "umoci")
     assert result.returncode != 0 and "file name too long" in result.stderr
-    with pytest.raises(LayerError, match=r"layer 0: entry 'level00-x+.*/file'.*File name too long"):
+    too_long = r"layer 1 \(sha256:[0-9a-f]{64}\): entry 'level00-x+.*/file'.*File name too long"
+    with pytest.raises(LayerError, match=too_long):
         _extract_and_flatten(tmp_path, [tar])
-    assert not (tmp_path / "layer0").exists()
+    assert list((tmp_path / "work/layers").glob("*/*")) == [], "a refused layer leaves nothing in the store"

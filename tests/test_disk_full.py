@@ -96,8 +96,7 @@ def test_extract_names_the_layer(synced: Synced) -> None:
 def test_flatten_names_the_flat_image(synced: Synced) -> None:
     flat = synced.directory / "output/.flat" / synced.config_hex[:2] / synced.config_hex
     shutil.rmtree(flat)
-    marker = synced.directory / "work/flats" / f"{synced.config_hex}.json"
-    done = synced.job(flat.parent, "flatten", "--image", synced.name, "--marker", str(marker))
+    done = synced.job(flat.parent, "flatten", "--image", synced.name)
     assert_named(done, Path("output/.flat") / synced.config_hex[:2] / synced.config_hex)
     assert not flat.exists()
 
@@ -111,7 +110,7 @@ def test_publish_names_the_metadata(synced: Synced) -> None:
     meta.mkdir()
     marker = synced.directory / "work/published" / f"{synced.name}.json"
     marker.unlink()
-    done = synced.job(meta, "publish", "--image", synced.name, "--marker", str(marker))
+    done = synced.job(meta, "publish", "--image", synced.name)
     assert done.returncode == 1, done.stderr
     assert "cannot write output/.metadata/" in done.stderr and FULL in done.stderr and ADVICE in done.stderr
     assert os.readlink(link) == "../../../elsewhere", "metadata first: the link is not touched"

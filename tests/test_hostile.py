@@ -36,12 +36,13 @@ import pytest
 
 from unpacked.errors import LayerError
 from unpacked.extract import MAX_LAYER_BYTES_ENV, extract_layer, read_layer_index
-from unpacked.flatten import flatten_image
 from unpacked.fsutil import remove_tree
+from unpacked.store import Store
 
 from support import oci
 from support.loopback import LoopbackServer
 from support.registry import LocalRegistry
+from support.unpack import unpack
 from support.workflow import run_workflow, snakemake_command, workflow_env
 
 REPO = Path(__file__).resolve().parents[1]
@@ -127,22 +128,17 @@ class Sandbox:
         """Where a write through a symlink to the canary lands: the same path, inside the image."""
         return str(self.canary).lstrip("/")
 
+    @property
+    def store(self) -> Store:
+        """The store of the last build: `work/build<n>`, with the root `output/image<n>`."""
+        return Store(self.base / "work" / f"build{self.built}", self.root / f"image{self.built}")
+
     def build(self, layers: list[bytes | oci.LayerBlob], compression: oci.Compression = "gzip") -> Path:
-        """Extract (`layer 1`, `layer 2`... as flattening numbers them) and flatten `layers`: the flat tree."""
+        """Fetch, extract (`layer 1`, `layer 2`...) and flatten `layers` with the core API: the flat tree.
+
+        Each build has a store of its own: `work/build<n>` and the root `output/image<n>`."""
         self.built += 1
-        work = self.base / "work" / f"build{self.built}"
-        dirs, diff_ids = [], []
-        for number, layer in enumerate(layers):
-            blob = layer if isinstance(layer, oci.LayerBlob) else oci.LayerBlob.from_tar(layer, compression, "oci")
-            path = work / "blobs" / str(number)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(blob.data)
-            dest = work / "layers" / str(number)
-            extract_layer(path, blob.diff_id, dest, f"layer {number + 1}")
-            dirs.append(dest)
-            diff_ids.append(blob.diff_id)
-        flat = self.root / ".flat" / "ab" / f"image{self.built}"
-        flatten_image(dirs, diff_ids, CONFIG, flat, "test image")
+        flat = unpack(self.store, oci.build_image(layers, compression, config=CONFIG["config"]))
         self.check_canary()
         return flat
 
@@ -156,8 +152,7 @@ class Sandbox:
         for fragment in fragments:
             assert fragment in message, f"{fragment!r} not in {message!r}"
         self.check_canary()
-        flat = self.root / ".flat" / "ab" / f"image{self.built}"
-        assert not flat.exists(), "a refused image leaves no flat tree"
+        assert not list(self.store.root.glob(".flat/*/*")), "a refused image leaves no flat tree"
         leftovers = [p for p in self.base.rglob("*") if ".tmp-" in p.name]
         assert leftovers == [], "a refused layer or image leaves no staging directory"
         return message
@@ -653,7 +648,7 @@ def test_compression_detected_by_magic_bytes_not_media_type(
     blob = oci.LayerBlob(oci.compress(STREAM, actual), oci.LAYER_TYPES[("oci", declared)], oci.sha256(STREAM))
     flat = box.build([blob])
     assert (flat / "etc/b").read_bytes() == b"b"
-    index = read_layer_index(box.base / "work" / f"build{box.built}" / "layers" / "0")
+    index = read_layer_index(box.store.layer(blob.digest))
     assert index.compression == actual
 
 

@@ -14,28 +14,18 @@ import pytest
 
 from unpacked.errors import LayerError
 from unpacked.extract import extract_layer, read_layer_index
-from unpacked.flatten import flatten_image
+from unpacked.store import Store
 
 from support import oci
+from support.unpack import unpack
 
 CONFIG = {"architecture": "amd64", "os": "linux", "config": {"Env": ["PATH=/bin"], "Cmd": ["/bin/sh"]}}
 
 
 def build(tmp_path: Path, layers: list[bytes], compression: oci.Compression = "gzip") -> Path:
-    """Extract and flatten `layers` (uncompressed tars); return the flat tree."""
-    dirs, diff_ids = [], []
-    for number, tar in enumerate(layers):
-        blob = oci.LayerBlob.from_tar(tar, compression, "oci")
-        path = tmp_path / "blobs" / f"{number}"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(blob.data)
-        dest = tmp_path / "layers" / f"{number}"
-        extract_layer(path, blob.diff_id, dest, f"layer {number}")
-        dirs.append(dest)
-        diff_ids.append(blob.diff_id)
-    flat = tmp_path / "root" / ".flat" / "ab" / "image"
-    flatten_image(dirs, diff_ids, CONFIG, flat, "test image")
-    return flat
+    """Fetch, extract and flatten `layers` (uncompressed tars) with the core API; the flat tree."""
+    image = oci.build_image(layers, compression, config=CONFIG["config"])
+    return unpack(Store(tmp_path / "work", tmp_path / "root"), image)
 
 
 def listing(flat: Path) -> set[str]:
@@ -132,8 +122,9 @@ def test_special_modes_kept_and_mode_000_extracts(tmp_path: Path) -> None:
 
 
 def test_flat_files_share_inodes_with_the_layer_store(tmp_path: Path) -> None:
-    flat = build(tmp_path, [oci.TarLayer().add_file("etc/data", b"d" * 4096).tar_bytes()])
-    stored = tmp_path / "layers/0/rootfs/etc/data"
+    tar = oci.TarLayer().add_file("etc/data", b"d" * 4096).tar_bytes()
+    flat = build(tmp_path, [tar])
+    stored = Store(tmp_path / "work", tmp_path / "root").layer(oci.LayerBlob.from_tar(tar).digest) / "rootfs/etc/data"
     assert (flat / "etc/data").stat().st_ino == stored.stat().st_ino, "one link call per file, no copy"
 
 

@@ -32,7 +32,8 @@ from unpacked.errors import RegistryError
 from unpacked.recipe import parse_recipe
 from unpacked.reference import parse_reference
 from unpacked.registry import RegistryClient
-from unpacked.resolve import Resolution, Resolver
+from unpacked.resolve import Resolver
+from unpacked.state import Resolution
 from unpacked.workflow import store_for
 
 from support import oci
@@ -390,7 +391,7 @@ def test_a_config_declared_above_the_cap_is_refused_before_any_request(
     result = resolve(proxy.host, tmp_path, f"http://{proxy.host}/{repo_name}:v1", limits=limits)
 
     assert not result.images
-    message = result.failures[0]["error"]
+    message = result.failures[0].error
     size = declared or len(image.config)
     assert image.config_digest in message and f"declares {size} bytes, more than {cap}" in message, message
     assert "setting limits.config_bytes" in message, message
@@ -409,7 +410,7 @@ def test_a_config_larger_than_declared_is_refused_after_one_byte_more(
     result = resolve(proxy.host, tmp_path, f"http://{proxy.host}/{repo_name}:v1")
 
     assert not result.images
-    message = result.failures[0]["error"]
+    message = result.failures[0].error
     assert image.config_digest in message and "more than the 1000 bytes its manifest declares" in message, message
     assert proxy.count("GET", "/blobs/") == 1, "refused, not retried"
     assert image.config_digest.split(":")[1] not in stored_blobs(tmp_path), "nothing stored"
@@ -448,7 +449,7 @@ def test_a_glob_matching_too_many_tags_fails_without_a_head(repo_name: str, tmp_
     with serve_pages({repo_name: [(tags[:800], f"/v2/{repo_name}/tags/list?page=1"), (tags[800:], None)]}) as pages:
         result = resolve(pages.host, tmp_path, f"http://{pages.host}/{repo_name}:v*")
         assert not result.images
-        message = result.failures[0]["error"]
+        message = result.failures[0].error
         assert f"{repo_name}:v*" in message and "matches 1500 tags, more than 1000" in message, message
         assert "limits.tags_per_entry" in message and "narrow the pattern" in message, message
         assert pages.count("HEAD") == 0 and pages.count("GET", "/manifests/") == 0, "nothing sent for the entry"
@@ -460,7 +461,7 @@ def test_the_tag_cap_is_a_setting(proxy: FaultProxy, registry: LocalRegistry, re
         oci.push(registry, repo_name, tag, image)
     entry = f"http://{proxy.host}/{repo_name}:a*"
     capped = resolve(proxy.host, tmp_path / "capped", entry, limits={"tags_per_entry": 2})
-    assert "matches 3 tags, more than 2" in capped.failures[0]["error"]
+    assert "matches 3 tags, more than 2" in capped.failures[0].error
     assert proxy.count("HEAD") == 0
     raised = resolve(proxy.host, tmp_path / "raised", entry, limits={"tags_per_entry": 3})
     assert not raised.failures and len(raised.images) == 3
@@ -478,7 +479,7 @@ def test_an_https_entry_against_a_plain_http_registry_says_what_to_write(
     started = time.monotonic()
     result = resolve(host, tmp_path, f"{scheme}{host}/{repo_name}:v1", insecure=False, retries=3)
     elapsed = time.monotonic() - started
-    message = result.failures[0]["error"]
+    message = result.failures[0].error
     assert f"registry {host}" in message and "plain HTTP" in message, message
     assert f"http://{host}/" in message and f"registries: {{{host}: {{insecure: true}}}}" in message, message
     assert "not retried" in message, message
@@ -492,7 +493,7 @@ def test_an_untrusted_certificate_fails_at_once(
     context, _ = tls  # its certificate is not in REQUESTS_CA_BUNDLE here
     host, seen = serve(lambda handler, seen: handler.send_error(404), tls=context)
     result = resolve(host, tmp_path, f"{host}/{repo_name}:v1", insecure=False, retries=3)
-    message = result.failures[0]["error"]
+    message = result.failures[0].error
     assert f"registry {host}" in message and "TLS certificate is not trusted" in message, message
     assert "REQUESTS_CA_BUNDLE" in message and "not retried" in message, message
     assert seen.connections == 1, "one TLS handshake, no retries"
@@ -514,7 +515,7 @@ def test_a_host_that_does_not_resolve_fails_at_once(
     started = time.monotonic()
     result = resolve(host, tmp_path, f"{host}/{repo_name}:v1", insecure=False, retries=3)
     elapsed = time.monotonic() - started
-    message = result.failures[0]["error"]
+    message = result.failures[0].error
     assert f"cannot resolve host '{host}'" in message and "not retried" in message, message
     assert lookups == [host], "one lookup, no retries"
     assert elapsed < 10, f"{elapsed:.1f} s"

@@ -21,7 +21,8 @@ import pytest
 
 from unpacked.config import validate_config
 from unpacked.recipe import parse_recipe
-from unpacked.resolve import Resolution, Resolver
+from unpacked.resolve import Resolver
+from unpacked.state import Notice, Resolution
 from unpacked.workflow import store_for
 
 from support import oci
@@ -237,7 +238,7 @@ def test_one_platform_makes_no_multiarch_names(registry: LocalRegistry, tmp_path
     oci.push(registry, repo_name, "v1", index)
     result = resolve(registry, tmp_path, ["linux/amd64"], f"{repo_name}:v1")
     assert list(result.images) == [f"{registry.host}/{repo_name}:v1"]
-    assert "multiarch" not in result.images[f"{registry.host}/{repo_name}:v1"]
+    assert result.images[f"{registry.host}/{repo_name}:v1"].multiarch is None
     assert result.notices == []
 
 
@@ -249,10 +250,10 @@ def test_nested_index_and_arm64_variant_normalisation(registry: LocalRegistry, t
     result = resolve(registry, tmp_path, ["linux/arm64/v8", "linux/amd64"], f"{repo_name}:nested")
     name = f"{registry.host}/{repo_name}:nested"
     assert result.failures == [] and result.notices == []
-    assert result.images[name]["manifest_digest"] == arm.digest, "first configured platform is the main link"
+    assert result.images[name].manifest_digest == arm.digest, "first configured platform is the main link"
     assert sorted(n for n in result.images if n != name) == [f".multiarch/amd64/{name}", f".multiarch/arm64/{name}"]
-    assert result.images[f".multiarch/arm64/{name}"]["platform"] == "linux/arm64/v8"
-    assert result.images[f".multiarch/amd64/{name}"]["manifest_digest"] == amd.digest
+    assert result.images[f".multiarch/arm64/{name}"].platform == "linux/arm64/v8"
+    assert result.images[f".multiarch/amd64/{name}"].manifest_digest == amd.digest
 
 
 def test_single_platform_image_with_several_platforms(registry: LocalRegistry, tmp_path: Path, repo_name: str) -> None:
@@ -261,8 +262,8 @@ def test_single_platform_image_with_several_platforms(registry: LocalRegistry, t
     result = resolve(registry, tmp_path, ["linux/amd64", "linux/arm64"], f"{repo_name}:arm")
     name = f"{registry.host}/{repo_name}:arm"
     assert sorted(result.images) == sorted([name, f".multiarch/arm64:v8/{name}"])
-    assert result.images[name]["platform"] == "linux/arm64/v8"
-    assert result.notices == [{"reference": f"https://{name}", "missing_platforms": ["linux/amd64"]}]
+    assert result.images[name].platform == "linux/arm64/v8"
+    assert result.notices == [Notice(f"https://{name}", ("linux/amd64",))]
 
 
 def test_no_wanted_platform_at_all_is_a_failure(registry: LocalRegistry, tmp_path: Path, repo_name: str) -> None:
@@ -271,7 +272,7 @@ def test_no_wanted_platform_at_all_is_a_failure(registry: LocalRegistry, tmp_pat
     result = resolve(registry, tmp_path, ["linux/amd64", "linux/arm64"], f"{repo_name}:v1")
     assert result.images == {}
     assert len(result.failures) == 1
-    message = result.failures[0]["error"]
+    message = result.failures[0].error
     assert "no image for platform(s) linux/amd64, linux/arm64; the index offers linux/s390x" in message
 
 
@@ -281,5 +282,5 @@ def test_hostile_variant_never_becomes_a_path(registry: LocalRegistry, tmp_path:
     oci.push(registry, repo_name, "v1", index)
     result = resolve(registry, tmp_path, ["linux/arm64", "linux/amd64"], f"{repo_name}:v1")
     assert result.images == {}
-    assert "cannot name a .multiarch directory" in result.failures[0]["error"]
+    assert "cannot name a .multiarch directory" in result.failures[0].error
     assert not (tmp_path / "work/state/images/.multiarch").exists()

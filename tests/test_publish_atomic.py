@@ -18,6 +18,7 @@ import pytest
 
 from unpacked import publish
 from unpacked.publish import DirectoryPublisher
+from unpacked.state import ResolvedImage
 from unpacked.store import Store
 
 FLIP_SECONDS = 3.0
@@ -27,7 +28,7 @@ def digest(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
-def make_image(store: Store, text: str) -> dict[str, str]:
+def make_image(store: Store, text: str) -> ResolvedImage:
     """A state whose manifest and config are in the blob store and whose flat image exists."""
     config = json.dumps({"architecture": "amd64", "os": "linux", "id": text}).encode()
     manifest = json.dumps({"schemaVersion": 2, "config": {"digest": digest(config)}, "id": text}).encode()
@@ -37,22 +38,26 @@ def make_image(store: Store, text: str) -> dict[str, str]:
     flat = store.flat(digest(config))
     flat.mkdir(parents=True)
     (flat / "id").write_text(text)
-    return {
-        "name": "registry.example.org/team/app:1",
-        "reference": "https://registry.example.org/team/app:1",
-        "source_digest": digest(manifest),
-        "manifest_digest": digest(manifest),
-        "config_digest": digest(config),
-        "platform": "linux/amd64",
-    }
+    return ResolvedImage(
+        reference="https://registry.example.org/team/app:1",
+        name="registry.example.org/team/app:1",
+        registry="registry.example.org",
+        repository="team/app",
+        source_digest=digest(manifest),
+        manifest_digest=digest(manifest),
+        config_digest=digest(config),
+        platform="linux/amd64",
+        platforms=("linux/amd64",),
+        layers=(),
+    )
 
 
 def test_metadata_readers_never_see_a_mix(tmp_path: Path) -> None:
     store = Store(tmp_path / "work", tmp_path / "root")
     publisher = DirectoryPublisher(store)
     images = [make_image(store, "first"), make_image(store, "second")]
-    name = images[0]["name"]
-    publisher.publish(images[0], store.flat(images[0]["config_digest"]))
+    name = images[0].name
+    publisher.publish(images[0], store.flat(images[0].config_digest))
     meta = store.metadata(name)
     stop = threading.Event()
     seen = {"reads": 0, "mixed": 0, "vanished": 0}
@@ -81,12 +86,12 @@ def test_metadata_readers_never_see_a_mix(tmp_path: Path) -> None:
     try:
         while time.monotonic() < deadline:
             state = images[flips % 2]
-            publisher.publish(state, store.flat(state["config_digest"]))
+            publisher.publish(state, store.flat(state.config_digest))
             flips += 1
             # Once publish returns, the link and the metadata agree.
             record = json.loads((meta / "record.json").read_text())
-            assert record["config_digest"] == state["config_digest"]
-            assert os.readlink(store.link(name)).endswith(state["config_digest"].split(":")[1])
+            assert record["config_digest"] == state.config_digest
+            assert os.readlink(store.link(name)).endswith(state.config_digest.split(":")[1])
     finally:
         stop.set()
         for reader in readers:
@@ -111,7 +116,7 @@ def test_metadata_is_swapped_before_the_link(tmp_path: Path, monkeypatch: pytest
     monkeypatch.setattr(publish, "swap_symlink", recording_swap)
     first, second = make_image(store, "first"), make_image(store, "second")
     for state in (first, second):
-        publish.DirectoryPublisher(store).publish(state, store.flat(state["config_digest"]))
+        publish.DirectoryPublisher(store).publish(state, store.flat(state.config_digest))
     assert swaps == ["metadata", "link", "metadata", "link"]
 
 
@@ -119,11 +124,11 @@ def test_metadata_of_an_older_layout_is_migrated(tmp_path: Path) -> None:
     """A name published by an older version has a real directory: it becomes a versioned link."""
     store = Store(tmp_path / "work", tmp_path / "root")
     state = make_image(store, "only")
-    meta = store.metadata(state["name"])
+    meta = store.metadata(state.name)
     meta.mkdir(parents=True)
     (meta / "record.json").write_text(json.dumps({"last_changed": "2020-01-01T00:00:00Z"}))
-    DirectoryPublisher(store).publish(state, store.flat(state["config_digest"]))
+    DirectoryPublisher(store).publish(state, store.flat(state.config_digest))
     assert meta.is_symlink()
     record = json.loads((meta / "record.json").read_text())
-    assert record["config_digest"] == state["config_digest"]
-    assert (meta / "manifest.json").read_bytes() == store.blob(state["manifest_digest"]).read_bytes()
+    assert record["config_digest"] == state.config_digest
+    assert (meta / "manifest.json").read_bytes() == store.blob(state.manifest_digest).read_bytes()

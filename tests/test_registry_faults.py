@@ -28,7 +28,8 @@ from unpacked.errors import AuthError, ConfigError, DigestMismatchError, NotFoun
 from unpacked.recipe import parse_recipe
 from unpacked.reference import parse_reference
 from unpacked.registry import RegistryClient
-from unpacked.resolve import Resolution, Resolver
+from unpacked.resolve import Resolver
+from unpacked.state import Resolution
 from unpacked.transport import DEFAULT_MAX_CONNECTIONS, MAX_WAIT
 from unpacked.workflow import store_for
 
@@ -223,8 +224,8 @@ def test_persistent_failure_names_the_registry_and_the_others_go_on(
     result = resolve(proxy.host, tmp_path, f"{proxy.host}/{repo_name}/good:1", f"{proxy.host}/{repo_name}/bad:1")
     assert list(result.images) == [f"{proxy.host}/{repo_name}/good:1"]
     [failure] = result.failures
-    assert failure["reference"].endswith(f"{repo_name}/bad:1")
-    assert proxy.host in failure["error"] and "HTTP 503" in failure["error"]
+    assert failure.reference.endswith(f"{repo_name}/bad:1")
+    assert proxy.host in failure.error and "HTTP 503" in failure.error
     assert proxy.count("HEAD", f"/{repo_name}/bad/") == 2, "one try and the one configured retry"
 
 
@@ -294,7 +295,7 @@ def test_registry_down_fails_fast_after_the_first_image(
     result = resolve(host, tmp_path, *entries, resolve_workers=1, retries=1)
     assert result.images == {}
     assert len(result.failures) == 5
-    assert all(host in f["error"] and "cannot connect" in f["error"] for f in result.failures)
+    assert all(host in f.error and "cannot connect" in f.error for f in result.failures)
     assert len(attempts) == 2, "one try and one retry, then the other images fail without connecting"
 
 

@@ -15,7 +15,8 @@ from unpacked.config import validate_config
 from unpacked.manifests import OCI_MANIFEST
 from unpacked.recipe import Recipe, parse_recipe
 from unpacked.reference import parse_reference
-from unpacked.resolve import Resolution, Resolver, load_resolution
+from unpacked.resolve import Resolver
+from unpacked.state import Resolution, load_resolution
 from unpacked.store import Store
 from unpacked.workflow import store_for
 
@@ -103,8 +104,8 @@ def test_glob_expansion(setup: Setup, repo_name: str) -> None:
     assert sorted(result.images) == [setup.name(repo_name, "1.0"), setup.name(repo_name, "1.1")]
     for tag in ("1.0", "1.1"):
         state = result.images[setup.name(repo_name, tag)]
-        assert state["source_digest"] == image(f"{repo_name} {tag}").digest
-        assert state["reference"] == f"https://{setup.reg.host}/{repo_name}:{tag}"
+        assert state.source_digest == image(f"{repo_name} {tag}").digest
+        assert state.reference == f"https://{setup.reg.host}/{repo_name}:{tag}"
         assert setup.store.state(setup.name(repo_name, tag)).is_file()
     resolved = json.loads(setup.store.resolved.read_text())
     assert resolved == {"images": sorted(result.images), "failures": []}
@@ -123,15 +124,15 @@ def test_glob_matching_nothing_is_a_failure(setup: Setup, repo_name: str) -> Non
     result = setup.run(f"{setup.reg.host}/{repo_name}:3.*", f"{setup.reg.host}/{repo_name}:1.0")
     assert list(result.images) == [setup.name(repo_name, "1.0")]  # the other entry goes on
     failure = only_failure(result)
-    assert failure["reference"] == f"https://{setup.reg.host}/{repo_name}:3.*"
-    assert "'3.*'" in failure["error"] and "matches none of the 1 tags" in failure["error"]
-    assert failure["ignored"] is False
+    assert failure.reference == f"https://{setup.reg.host}/{repo_name}:3.*"
+    assert "'3.*'" in failure.error and "matches none of the 1 tags" in failure.error
+    assert failure.ignored is False
     assert json.loads(setup.store.resolved.read_text())["failures"] == [failure]
 
 
 def test_glob_on_unknown_repository_is_a_failure(setup: Setup, repo_name: str) -> None:
     failure = only_failure(setup.run(f"{setup.reg.host}/{repo_name}:*"))
-    assert setup.reg.host in failure["error"] and "not found" in failure["error"]
+    assert setup.reg.host in failure.error and "not found" in failure.error
 
 
 class HostileTags:
@@ -191,12 +192,12 @@ def test_index_first_matching_platform_wins(setup: Setup, repo_name: str) -> Non
     result = setup.run(f"{setup.reg.host}/{repo_name}:multi")
     assert result.failures == []
     state = result.images[setup.name(repo_name, "multi")]
-    assert state["source_digest"] == index.digest
-    assert state["manifest_digest"] == first.digest
-    assert state["config_digest"] == first.config_digest
-    assert state["platform"] == "linux/amd64"
-    assert [layer["digest"] for layer in state["layers"]] == [first.layers[0].digest]
-    assert [layer["diff_id"] for layer in state["layers"]] == first.diff_ids
+    assert state.source_digest == index.digest
+    assert state.manifest_digest == first.digest
+    assert state.config_digest == first.config_digest
+    assert state.platform == "linux/amd64"
+    assert [layer.digest for layer in state.layers] == [first.layers[0].digest]
+    assert [layer.diff_id for layer in state.layers] == first.diff_ids
 
 
 def test_docker_manifest_list_and_platform_order(registry: LocalRegistry, tmp_path: Path, repo_name: str) -> None:
@@ -206,8 +207,8 @@ def test_docker_manifest_list_and_platform_order(registry: LocalRegistry, tmp_pa
     oci.push(setup.reg, repo_name, "multi", index)
     state = setup.run(f"{setup.reg.host}/{repo_name}:multi").images[setup.name(repo_name, "multi")]
     # The config's first wanted platform wins, whatever the index order.
-    assert state["manifest_digest"] == s390.digest
-    assert state["platform"] == "linux/s390x"
+    assert state.manifest_digest == s390.digest
+    assert state.platform == "linux/s390x"
 
 
 def test_index_without_wanted_platform_is_a_failure(setup: Setup, repo_name: str) -> None:
@@ -219,8 +220,8 @@ def test_index_without_wanted_platform_is_a_failure(setup: Setup, repo_name: str
     result = setup.run(f"{setup.reg.host}/{repo_name}:multi", f"{setup.reg.host}/{repo_name}:single")
     assert list(result.images) == [setup.name(repo_name, "single")]
     failure = only_failure(result)
-    message = failure["error"]
-    assert failure["reference"] == f"https://{setup.reg.host}/{repo_name}:multi"
+    message = failure.error
+    assert failure.reference == f"https://{setup.reg.host}/{repo_name}:multi"
     assert f"{repo_name}:multi" in message and index.digest in message
     assert "no image for platform(s) linux/amd64" in message
     assert "the index offers linux/arm64, linux/s390x" in message
@@ -235,7 +236,7 @@ def test_attestation_entries_skipped(setup: Setup, repo_name: str) -> None:
     index = oci.build_index([(attestation, ATTESTATION), (amd, AMD64)])
     oci.push(setup.reg, repo_name, "multi", index)
     state = setup.run(f"{setup.reg.host}/{repo_name}:multi").images[setup.name(repo_name, "multi")]
-    assert state["manifest_digest"] == amd.digest
+    assert state.manifest_digest == amd.digest
 
 
 def test_nested_index(setup: Setup, repo_name: str) -> None:
@@ -244,8 +245,8 @@ def test_nested_index(setup: Setup, repo_name: str) -> None:
     outer = oci.build_index([(inner, AMD64)])
     oci.push(setup.reg, repo_name, "nested", outer)
     state = setup.run(f"{setup.reg.host}/{repo_name}:nested").images[setup.name(repo_name, "nested")]
-    assert state["source_digest"] == outer.digest
-    assert state["manifest_digest"] == amd.digest
+    assert state.source_digest == outer.digest
+    assert state.manifest_digest == amd.digest
 
 
 def test_index_nesting_limit(setup: Setup, repo_name: str) -> None:
@@ -254,15 +255,15 @@ def test_index_nesting_limit(setup: Setup, repo_name: str) -> None:
         item = oci.build_index([(item, AMD64)])
     oci.push(setup.reg, repo_name, "deep", item)
     failure = only_failure(setup.run(f"{setup.reg.host}/{repo_name}:deep"))
-    assert f"{repo_name}:deep" in failure["error"] and "nested more than 4 deep" in failure["error"]
+    assert f"{repo_name}:deep" in failure.error and "nested more than 4 deep" in failure.error
 
 
 def test_single_image_platform_from_config(setup: Setup, repo_name: str) -> None:
     arm = image(repo_name, "arm64")
     oci.push(setup.reg, repo_name, "v1", arm)
     state = setup.run(f"{setup.reg.host}/{repo_name}:v1").images[setup.name(repo_name, "v1")]
-    assert state["platform"] == "linux/arm64"
-    assert state["manifest_digest"] == state["source_digest"] == arm.digest
+    assert state.platform == "linux/arm64"
+    assert state.manifest_digest == state.source_digest == arm.digest
 
 
 # -------------------------------------------------------------------------------------------------
@@ -280,8 +281,8 @@ def test_artifact_is_a_failure(setup: Setup, repo_name: str) -> None:
         oci.push_blob(client, repo_name, blob, digest)
     oci.push_manifest(client, repo_name, "chart", data, OCI_MANIFEST)
     failure = only_failure(setup.run(f"{setup.reg.host}/{repo_name}:chart"))
-    assert f"{repo_name}:chart" in failure["error"]
-    assert "not a runnable container image" in failure["error"]
+    assert f"{repo_name}:chart" in failure.error
+    assert "not a runnable container image" in failure.error
 
 
 def test_failures_isolated_and_ignore_errors(setup: Setup, repo_name: str) -> None:
@@ -294,11 +295,11 @@ def test_failures_isolated_and_ignore_errors(setup: Setup, repo_name: str) -> No
         ignore=[f"https://{host}/{repo_name}-other:*"],
     )
     assert list(result.images) == [setup.name(repo_name, "good")]
-    failures = {f["reference"]: f for f in result.failures}
-    assert failures[f"https://{host}/{repo_name}:missing"]["ignored"] is False
-    assert failures[f"https://{host}/{repo_name}-other:missing"]["ignored"] is True
+    failures = {f.reference: f for f in result.failures}
+    assert failures[f"https://{host}/{repo_name}:missing"].ignored is False
+    assert failures[f"https://{host}/{repo_name}-other:missing"].ignored is True
     for failure in failures.values():
-        assert host in failure["error"] and "not found" in failure["error"]
+        assert host in failure.error and "not found" in failure.error
 
 
 def test_pinned_digest(setup: Setup, repo_name: str) -> None:
@@ -308,15 +309,15 @@ def test_pinned_digest(setup: Setup, repo_name: str) -> None:
     host = setup.reg.host
     result = setup.run(f"{host}/{repo_name}:v1@{old.digest}", f"{host}/{repo_name}@{new.digest}")
     assert result.failures == []
-    assert result.images[setup.name(repo_name, "v1")]["manifest_digest"] == old.digest
-    assert result.images[f"{host}/{repo_name}@{new.digest}"]["manifest_digest"] == new.digest
+    assert result.images[setup.name(repo_name, "v1")].manifest_digest == old.digest
+    assert result.images[f"{host}/{repo_name}@{new.digest}"].manifest_digest == new.digest
 
 
 def test_pinned_digest_unknown_is_a_failure(setup: Setup, repo_name: str) -> None:
     oci.push(setup.reg, repo_name, "v1", image(repo_name))
     missing = "sha256:" + "2" * 64
     failure = only_failure(setup.run(f"{setup.reg.host}/{repo_name}@{missing}"))
-    assert setup.reg.host in failure["error"] and missing in failure["error"]
+    assert setup.reg.host in failure.error and missing in failure.error
 
 
 # -------------------------------------------------------------------------------------------------
@@ -335,7 +336,7 @@ def test_state_rewritten_only_when_changed(setup: Setup, repo_name: str) -> None
     resolved_before = setup.store.resolved.stat().st_mtime_ns
 
     result = setup.run(entry)
-    assert result.images[setup.name(repo_name, "v1")]["manifest_digest"] == first.digest
+    assert result.images[setup.name(repo_name, "v1")].manifest_digest == first.digest
     assert path.stat().st_mtime_ns == before
     assert path.read_text() == text
     assert setup.store.resolved.stat().st_mtime_ns == resolved_before
@@ -345,8 +346,8 @@ def test_state_rewritten_only_when_changed(setup: Setup, repo_name: str) -> None
     setup.run(entry)
     assert path.stat().st_mtime_ns != before
     state = json.loads(path.read_text())
-    assert state["source_digest"] == second.digest
-    assert state["config_digest"] == second.config_digest
+    assert state.source_digest == second.digest
+    assert state.config_digest == second.config_digest
     assert load_resolution(setup.store).images[setup.name(repo_name, "v1")] == state
 
 
@@ -379,9 +380,9 @@ def test_changed_platforms_resolve_again(registry: LocalRegistry, tmp_path: Path
     oci.push(registry, repo_name, "multi", oci.build_index([(arm, ARM64), (amd, AMD64)]))
     entry = f"{registry.host}/{repo_name}:multi"
     name = f"{registry.host}/{repo_name}:multi"
-    assert Setup(registry, tmp_path).run(entry).images[name]["manifest_digest"] == amd.digest
+    assert Setup(registry, tmp_path).run(entry).images[name].manifest_digest == amd.digest
     again = Setup(registry, tmp_path, platforms=["linux/arm64"]).run(entry)
-    assert again.images[name]["manifest_digest"] == arm.digest
+    assert again.images[name].manifest_digest == arm.digest
 
 
 def test_corrupted_cached_manifest_is_not_trusted(setup: Setup, repo_name: str) -> None:
@@ -396,5 +397,5 @@ def test_corrupted_cached_manifest_is_not_trusted(setup: Setup, repo_name: str) 
     setup.store.state(setup.name(repo_name, "v1")).unlink()
     result = setup.run(entry)
     assert result.failures == []
-    assert result.images[setup.name(repo_name, "v1")]["manifest_digest"] == img.digest
+    assert result.images[setup.name(repo_name, "v1")].manifest_digest == img.digest
     assert cached.read_bytes() == img.manifest

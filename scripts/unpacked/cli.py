@@ -9,21 +9,26 @@
     unpacked gc             remove unreferenced flats, layers and blobs; --prune unpublishes dropped names
     unpacked verify         compare flat images (and layers) with fresh builds from their records; --repair
 
-Errors are caught here, once, and printed as one line naming the image and what to do.
+Errors are caught here, once, and printed as one line naming the image and what to do. This module
+only parses arguments and prints: the work is done by `sync` (the job commands), `gc`, `verify` and
+`failures`, imported by each command when it runs, so that a job's process loads only what it needs.
 """
 
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import logging
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import UnpackedError
-from .fsutil import naming_failures
 from .store import Store
+
+if TYPE_CHECKING:
+    from .state import ResolvedImage
 
 log = logging.getLogger("unpacked")
 # The commands the workflow's jobs run: their failures are recorded for the end-of-run summary.
@@ -32,13 +37,14 @@ JOB_COMMANDS = ("fetch-blob", "extract-layer", "flatten", "publish")
 
 def _settings(path: Path) -> dict[str, Any]:
     try:
-        return json.loads(path.read_text())
+        settings: dict[str, Any] = json.loads(path.read_text())
     except FileNotFoundError:
         msg = (
             f"{path}: no saved settings; run the workflow (snakemake) first (a job that sees this on a "
             "cluster node was given other settings than the run that scheduled it: was the config edited?)"
         )
         raise UnpackedError(msg) from None
+    return settings
 
 
 def _store(settings: dict[str, Any]) -> Store:
@@ -47,75 +53,46 @@ def _store(settings: dict[str, Any]) -> Store:
     return store_for(settings)
 
 
-def _state(store: Store, name: str) -> dict[str, Any]:
-    try:
-        return json.loads(store.state(name).read_text())
-    except FileNotFoundError:
-        raise UnpackedError(f"{name}: no resolved state; run the workflow (not a single job) first") from None
+def _image(store: Store, name: str) -> ResolvedImage:
+    from .state import load_image
+
+    image = load_image(store, name)
+    if image is None:
+        raise UnpackedError(f"{name}: no resolved state; run the workflow (not a single job) first")
+    return image
 
 
 def cmd_fetch_blob(args: argparse.Namespace) -> None:
-    from .mirrors import make_client
-    from .reference import parse_reference
+    from .sync import RegistrySource, fetch_blob
     from .transport import load_realms
 
     settings = _settings(args.settings)
     store = _store(settings)
-    state = _state(store, args.image)
-    dest = store.blob(args.digest)
-    if dest.exists():
-        return
     load_realms(store.realms)  # fetch the token first instead of collecting a 401
-    client = make_client(parse_reference(state["reference"]), settings)
-    declared = next((layer["size"] for layer in state["layers"] if layer["digest"] == args.digest), None)
-    with naming_failures(dest):
-        client.download_blob(state["repository"], args.digest, dest, declared)
-    log.info("%s: fetched blob %s from %s", state["reference"], args.digest, state["registry"])
+    fetch_blob(store, RegistrySource(settings), _image(store, args.image), args.digest)
 
 
 def cmd_extract_layer(args: argparse.Namespace) -> None:
-    from .extract import extract_layer
+    from .sync import extract_layer_blob
 
     store = _store(_settings(args.settings))
-    what = f"layer {args.digest}"
-    with naming_failures(store.layer(args.digest)):
-        extract_layer(store.blob(args.digest), args.diff_id, store.layer(args.digest), what)
+    extract_layer_blob(store, args.digest, args.diff_id, f"layer {args.digest}")
 
 
 def cmd_flatten(args: argparse.Namespace) -> None:
-    from .flatten import flatten_image
-    from .fsutil import write_atomic
+    from .sync import build_flat
 
     store = _store(_settings(args.settings))
-    state = _state(store, args.image)
-    config = json.loads(store.blob(state["config_digest"]).read_text())
-    layers = [store.layer(layer["digest"]) for layer in state["layers"]]
-    diff_ids = [layer["diff_id"] for layer in state["layers"]]
-    dest = store.built_flat(state["config_digest"])
-    if dest.is_dir():
-        # Content-addressed and only ever created by a rename: an existing tree is complete and may
-        # be in use (published), so it is kept rather than rebuilt and swapped under its users.
-        log.info("%s: flat image %s already built; kept", state["reference"], dest)
-        marker = {"config_digest": state["config_digest"], "kept": True}
-    else:
-        with naming_failures(dest):
-            files = flatten_image(layers, diff_ids, config, dest, state["reference"])
-        marker = {"config_digest": state["config_digest"], "files": files}
-    write_atomic(Path(args.marker), json.dumps(marker, indent=1).encode())
+    build_flat(store, _image(store, args.image))
 
 
 def cmd_publish(args: argparse.Namespace) -> None:
-    from .fsutil import write_atomic
     from .publish import make_publisher
+    from .sync import publish_image
 
     settings = _settings(args.settings)
     store = _store(settings)
-    state = _state(store, args.image)
-    publisher = make_publisher(settings, store)
-    with naming_failures(store.link(args.image)), publisher.transaction():
-        publisher.publish(state, store.built_flat(state["config_digest"]))
-    marker = {"name": state["name"], "config_digest": state["config_digest"], "source_digest": state["source_digest"]}
-    write_atomic(Path(args.marker), json.dumps(marker, indent=1).encode())
+    publish_image(store, make_publisher(settings, store), _image(store, args.image))
 
 
 def cmd_resolve(args: argparse.Namespace) -> None:
@@ -128,7 +105,7 @@ def cmd_resolve(args: argparse.Namespace) -> None:
 def cmd_summary(args: argparse.Namespace) -> None:
     from .failures import collect, notices_text, summary_text
     from .recipe import load_recipe
-    from .resolve import load_resolution
+    from .state import load_resolution
 
     settings = _settings(args.settings)
     store = _store(settings)
@@ -141,12 +118,12 @@ def cmd_summary(args: argparse.Namespace) -> None:
         print("unpacked: all images in sync")
         return
     print(summary_text(found), file=sys.stderr)
-    if not all(f["ignored"] for f in found):
+    if not all(failure.ignored for failure in found):
         raise SystemExit(1)
 
 
 def cmd_gc(args: argparse.Namespace) -> None:
-    from . import gc
+    from .gc import collect_garbage, summary
     from .publish import make_publisher
     from .recipe import load_recipe
     from .workflow import hold_run_lock
@@ -154,77 +131,56 @@ def cmd_gc(args: argparse.Namespace) -> None:
     settings = _settings(args.settings)
     store = _store(settings)
     hold_run_lock(store)  # never while a sync runs in this work directory
-    # Links are counted before pruning: flats that only pruned links used go at the next collection.
-    plan = gc.plan_collect(store, args.grace_days)
-    if args.prune:
-        plan.links = gc.plan_prune(store, load_recipe(Path(settings["recipe"]))).links
-        gc.guard(plan, store, args.max_fraction, args.force)
+    recipe = load_recipe(Path(settings["recipe"])) if args.prune else None
+    publisher = make_publisher(settings, store)
+    plan = collect_garbage(
+        store, publisher, args.grace_days, recipe, args.max_fraction, args.force, dry_run=args.dry_run
+    )
     for line in plan.lines():
-        print(("would remove " if args.dry_run else "removing ") + line)
-    if not args.dry_run:
-        gc.execute(plan, store, make_publisher(settings, store))
-    print(f"unpacked gc: {gc.summary(plan)}{' (dry run)' if args.dry_run else ''}")
+        print(("would remove " if args.dry_run else "removed ") + line)
+    print(f"unpacked gc: {summary(plan)}{' (dry run)' if args.dry_run else ''}")
 
 
 def cmd_verify(args: argparse.Namespace) -> None:
-    import fnmatch
-
     from .publish import make_publisher
-    from .resolve import load_resolution
-    from .verify import verify_flat, verify_layer
+    from .state import load_resolution
+    from .verify import verify_images
     from .workflow import hold_run_lock
 
     settings = _settings(args.settings)
     store = _store(settings)
     hold_run_lock(store)  # a repair must not race a sync
-    images = load_resolution(store).images
     globs = args.names or ["*"]
-    chosen = [state for name, state in sorted(images.items()) if any(fnmatch.fnmatchcase(name, g) for g in globs)]
-    publisher = make_publisher(settings, store)
-    findings = []
-    if args.layers:
-        layers = {layer["digest"]: layer for state in chosen for layer in state["layers"]}
-        findings += [verify_layer(store, layer, args.repair) for layer in layers.values()]
-    flats = {state["config_digest"]: state for state in chosen}
-    findings += [verify_flat(store, state, publisher, args.repair) for state in flats.values()]
-    damaged = [f for f in findings if f is not None]
-    for finding in damaged:
+    images = load_resolution(store).images
+    chosen = [image for name, image in sorted(images.items()) if any(fnmatch.fnmatchcase(name, g) for g in globs)]
+    report = verify_images(store, chosen, make_publisher(settings, store), args.layers, args.repair)
+    for finding in report.damaged:
         print(finding.text(), file=sys.stderr)
-    checked = f"{len(flats)} flat image(s)" + (f" and {len(layers)} layer(s)" if args.layers else "")
-    print(f"unpacked verify: checked {checked}: {len(damaged)} damaged, {sum(f.repaired for f in damaged)} repaired")
-    if any(not f.repaired for f in damaged):
+    checked = f"{report.flats} flat image(s)" + (f" and {report.layers} layer(s)" if args.layers else "")
+    repaired = len(report.damaged) - len(report.unrepaired)
+    print(f"unpacked verify: checked {checked}: {len(report.damaged)} damaged, {repaired} repaired")
+    if report.unrepaired:
         print("run `unpacked verify --repair` to replace the damaged trees with fresh builds", file=sys.stderr)
         raise SystemExit(1)
 
 
-def _images_affected(args: argparse.Namespace, store: Store) -> list[str]:
-    """Every resolved image a failed job leaves out of date, not only the one it ran for."""
-    from .resolve import load_resolution
-
-    if args.command == "publish":
-        return [args.image]
-    images = load_resolution(store).images
-    if args.command == "flatten":
-        config = images[args.image]["config_digest"] if args.image in images else None
-        return [name for name, state in images.items() if state["config_digest"] == config] or [args.image]
-    return [
-        name
-        for name, state in images.items()
-        if args.digest == state["config_digest"] or any(layer["digest"] == args.digest for layer in state["layers"])
-    ] or [getattr(args, "image", None) or args.digest]
-
-
 def _failure_key(args: argparse.Namespace) -> str:
-    return getattr(args, "image", None) if args.command in ("flatten", "publish") else args.digest
+    key: str = args.image if args.command in ("flatten", "publish") else args.digest
+    return key
 
 
 def _record_failure(args: argparse.Namespace, err: Exception) -> None:
     """Leave a failure record for the end-of-run summary (best effort)."""
-    from .failures import record_job_failure
+    from .failures import images_affected, record_job_failure
+    from .state import load_resolution
 
     try:
         store = _store(_settings(args.settings))
-        record_job_failure(store, args.command, _failure_key(args), str(err), _images_affected(args, store))
+        key = _failure_key(args)
+        affected = images_affected(load_resolution(store), args.command, key)
+        if args.command == "fetch-blob" and affected == [key]:
+            affected = [args.image]
+        record_job_failure(store, args.command, key, str(err), affected)
     except Exception as inner:  # the original error matters more than this record
         log.warning("could not record the failure: %s", inner)
 
@@ -257,10 +213,8 @@ def parser() -> argparse.ArgumentParser:
     extract.add_argument("--diff-id", required=True)
     flatten = job("flatten", cmd_flatten, "build one flat image")
     flatten.add_argument("--image", required=True)
-    flatten.add_argument("--marker", required=True)
     publish = job("publish", cmd_publish, "publish one image")
     publish.add_argument("--image", required=True)
-    publish.add_argument("--marker", required=True)
     summary = job("summary", cmd_summary, "print this run's failures")
     summary.add_argument("--resolution-only", action="store_true", help="only entries that failed to resolve")
     collect = job("gc", cmd_gc, "remove unreferenced flat images, layers and blobs (and pruned names)")

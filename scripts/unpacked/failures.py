@@ -7,85 +7,92 @@ exit code: a run fails unless every failed input matches the recipe's `ignoreErr
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
-from pathlib import Path
-from typing import Any
 
-from .fsutil import discard, write_atomic
+from .fsutil import discard
 from .recipe import Recipe
 from .reference import parse_reference
-from .resolve import load_resolution
+from .state import (
+    Failure,
+    JobFailure,
+    Notice,
+    Resolution,
+    StateError,
+    load_job_failures,
+    load_published_marker,
+    load_resolution,
+    save_job_failure,
+)
 from .store import Store
-
-
-def failures_dir(store: Store) -> Path:
-    return store.work / "failures"
 
 
 def clear_job_failures(store: Store) -> None:
     """Forget the previous run's job failures (called once per run, before the DAG is built)."""
-    discard(failures_dir(store), store.work_trash)  # never half of them: a kill leaves all or none
-
-
-def _record_path(store: Store, action: str, key: str) -> Path:
-    # Keys are digests or published names: a hash keeps distinct keys apart in one flat directory.
-    return failures_dir(store) / f"{action}-{hashlib.sha256(key.encode()).hexdigest()[:32]}.json"
+    discard(store.failures, store.work_trash)  # never half of them: a kill leaves all or none
 
 
 def record_job_failure(store: Store, action: str, key: str, error: str, images: list[str]) -> None:
-    document = {"action": action, "key": key, "error": error, "images": images, "time": time.time()}
-    write_atomic(_record_path(store, action, key), json.dumps(document, indent=1).encode())
+    save_job_failure(store, JobFailure(action, key, error, tuple(images), time.time()))
 
 
 def clear_job_failure(store: Store, action: str, key: str) -> None:
-    _record_path(store, action, key).unlink(missing_ok=True)
+    store.failure_record(action, key).unlink(missing_ok=True)
 
 
-def is_published(store: Store, name: str, state: dict[str, Any]) -> bool:
+def images_affected(resolution: Resolution, action: str, key: str) -> list[str]:
+    """Every resolved image a failed job leaves out of date, not only the one it ran for.
+
+    `key` is what the job ran for: a published name (flatten, publish) or a digest (fetch, extract).
+    """
+    images = resolution.images
+    if action == "publish":
+        return [key]
+    if action == "flatten":
+        config = images[key].config_digest if key in images else None
+        return [name for name, image in images.items() if image.config_digest == config] or [key]
+    return [name for name, image in images.items() if image.uses(key)] or [key]
+
+
+def is_published(store: Store, name: str, source_digest: str, config_digest: str) -> bool:
     """True if the publish job ran for exactly this state (not for an older version of the tag)."""
     try:
-        marker = json.loads(store.published_marker(name).read_text())
-    except (FileNotFoundError, ValueError):
+        marker = load_published_marker(store, name)
+    except StateError:
         return False
-    return all(marker.get(key) == state[key] for key in ("source_digest", "config_digest"))
+    return marker is not None and (marker.source_digest, marker.config_digest) == (source_digest, config_digest)
 
 
 def failures_recorded(store: Store) -> bool:
     """True if a job of this run left a failure record."""
-    return any(failures_dir(store).glob("*.json"))
+    return any(store.failures.glob("*.json"))
 
 
-def collect(store: Store, recipe: Recipe, resolution_only: bool = False) -> list[dict[str, Any]]:
-    """Every failure of this run: {reference, error, ignored}."""
+def collect(store: Store, recipe: Recipe, resolution_only: bool = False) -> list[Failure]:
+    """Every failure of this run, mapped back to recipe entries."""
     resolution = load_resolution(store)
     found = list(resolution.failures)
     if resolution_only:
         return found
-    records = [json.loads(path.read_text()) for path in sorted(failures_dir(store).glob("*.json"))]
-    recorded = {name for record in records for name in record["images"]}
-    for name, state in sorted(resolution.images.items()):
+    records = load_job_failures(store)
+    recorded = {name for record in records for name in record.images}
+    for name, image in sorted(resolution.images.items()):
         # An image whose jobs never ran (e.g. an interrupted run) is not in sync either.
-        if name not in recorded and not is_published(store, name, state):
-            ignored = recipe.is_ignored(parse_reference(state["reference"]))
-            found.append({"reference": state["reference"], "error": "not published yet", "ignored": ignored})
+        if name not in recorded and not is_published(store, name, image.source_digest, image.config_digest):
+            ignored = recipe.is_ignored(parse_reference(image.reference))
+            found.append(Failure(image.reference, "not published yet", ignored))
     for record in records:
-        for name in record["images"]:
-            state = resolution.images.get(name, {})
-            reference = state.get("reference", name)
+        for name in record.images:
+            reference = resolution.images[name].reference if name in resolution.images else name
             ignored = recipe.is_ignored(parse_reference(reference))
-            found.append(
-                {"reference": reference, "error": f"{record['action']}: {record['error']}", "ignored": ignored}
-            )
+            found.append(Failure(reference, f"{record.action}: {record.error}", ignored))
     return found
 
 
-def summary_text(found: list[dict[str, Any]]) -> str:
+def summary_text(found: list[Failure]) -> str:
     lines = [f"{len(found)} image(s) failed:"]
     for failure in found:
-        mark = " (ignored: matches ignoreErrors)" if failure["ignored"] else ""
-        lines.append(f"  {failure['reference']}{mark}\n      {failure['error']}")
+        mark = " (ignored: matches ignoreErrors)" if failure.ignored else ""
+        lines.append(f"  {failure.reference}{mark}\n      {failure.error}")
     return "\n".join(lines)
 
 
@@ -94,13 +101,13 @@ def summary_text(found: list[dict[str, Any]]) -> str:
 NOTICES_SHOWN = 20
 
 
-def notices_text(notices: list[dict[str, Any]]) -> str:
+def notices_text(notices: list[Notice]) -> str:
     """The end-of-run note on tags that lack some of the wanted platforms ("" if none)."""
     if not notices:
         return ""
     lines = [f"{len(notices)} image(s) lack some wanted platform(s) (published for the others):"]
     for notice in notices[:NOTICES_SHOWN]:
-        lines.append(f"  {notice['reference']}: no {', '.join(notice['missing_platforms'])}")
+        lines.append(f"  {notice.reference}: no {', '.join(notice.missing_platforms)}")
     if len(notices) > NOTICES_SHOWN:
         lines.append(f"  ... and {len(notices) - NOTICES_SHOWN} more (see state/resolved.json)")
     return "\n".join(lines)

@@ -34,6 +34,7 @@ from .fsutil import discard, empty_trash
 from .publish import DirectoryPublisher
 from .recipe import Recipe
 from .reference import parse_reference
+from .state import image_paths, load_image_file
 from .store import ARCH_PART, MULTIARCH_DIR, Store
 
 log = logging.getLogger(__name__)
@@ -143,13 +144,11 @@ def plan_collect(store: Store, grace_days: float) -> Plan:
     used: set[str] = set()
     # Every state on disk, not only this resolution's: an image whose registry was down when it was
     # last resolved keeps its documents and layers.
-    for path in store.work.glob("state/images/**/*.json"):
-        try:
-            state = json.loads(path.read_text())
-        except ValueError:
-            continue
-        used.update(layer["digest"].split(":")[1] for layer in state["layers"])
-        used.update(state[key].split(":")[1] for key in ("config_digest", "manifest_digest", "source_digest"))
+    for path in image_paths(store):
+        image = load_image_file(path)
+        if image is not None:
+            digests = [*image.layer_digests, image.config_digest, image.manifest_digest, image.source_digest]
+            used.update(digest.split(":")[1] for digest in digests)
 
     def unused(pattern: str) -> list[Path]:
         return [p for p in _digest_named(store.work, pattern) if p.name not in used and _older_than(p, cutoff)]
@@ -228,6 +227,27 @@ def finish_interrupted(store: Store, publisher: DirectoryPublisher) -> None:
         with publisher.transaction():
             empty_trash(store.root_trash)
         log.info("finished removals an interrupted collection left in %s", store.root_trash)
+
+
+def collect_garbage(
+    store: Store,
+    publisher: DirectoryPublisher,
+    grace_days: float,
+    prune_for: Recipe | None = None,
+    max_fraction: float = 0.2,
+    force: bool = False,
+    dry_run: bool = False,
+) -> Plan:
+    """Plan a collection (and, given a recipe, a prune guarded by `max_fraction`), then carry it
+    out unless `dry_run`; the plan. The caller holds the run lock."""
+    # Links are counted before pruning: flats that only pruned links used go at the next collection.
+    plan = plan_collect(store, grace_days)
+    if prune_for is not None:
+        plan.links = plan_prune(store, prune_for).links
+        guard(plan, store, max_fraction, force)
+    if not dry_run:
+        execute(plan, store, publisher)
+    return plan
 
 
 def summary(plan: Plan) -> str:

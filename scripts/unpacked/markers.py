@@ -16,16 +16,15 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import json
 import os
 from pathlib import Path
-from typing import Any
 
 from .errors import StoreError
+from .state import ResolvedImage, StateError, load_published_marker
 from .store import Store
 
 
-def check_root_is_there(store: Store, images: dict[str, dict[str, Any]]) -> None:
+def check_root_is_there(store: Store, images: dict[str, ResolvedImage]) -> None:
     """Refuse to repair into a root that looks unmounted (see the module documentation)."""
     if store.root.is_dir():
         looks_unmounted = not (store.root / ".metadata").is_dir()
@@ -50,20 +49,20 @@ def check_root_is_there(store: Store, images: dict[str, dict[str, Any]]) -> None
     raise StoreError(msg)
 
 
-def drop_stale_markers(store: Store, images: dict[str, dict[str, Any]]) -> list[str]:
+def drop_stale_markers(store: Store, images: dict[str, ResolvedImage]) -> list[str]:
     """Remove the markers of `images`' products that are missing or wrong; one line per removal."""
     check_root_is_there(store, images)
     found: list[str] = []
     configs: set[str] = set()
     layers: set[str] = set()
     flats: dict[str, bool] = {}  # config digest -> its flat image is in the root (shared by tags)
-    for name, state in sorted(images.items()):
-        configs.add(state["config_digest"])
-        layers.update(layer["digest"] for layer in state["layers"])
+    for name, image in sorted(images.items()):
+        configs.add(image.config_digest)
+        layers.update(image.layer_digests)
         problem = published_problem(store, name, flats)
         if problem:
             _unmark(store.published_marker(name))
-            found.append(f"{state['reference']}: {problem}; publishing it again")
+            found.append(f"{image.reference}: {problem}; publishing it again")
     for config in sorted(configs):
         flat = store.built_flat(config)
         if store.flat_marker(config).exists() and not flat.is_dir():
@@ -82,12 +81,12 @@ def published_problem(store: Store, name: str, flats: dict[str, bool]) -> str | 
 
     `flats` caches which flat images exist, by config digest."""
     try:
-        marker = json.loads(store.published_marker(name).read_text())
-        config = marker["config_digest"]
-    except FileNotFoundError:
-        return None  # not published yet: the DAG already has its job
-    except (ValueError, KeyError, TypeError):
+        marker = load_published_marker(store, name)
+    except StateError:
         return "its publish marker is damaged"
+    if marker is None:
+        return None  # not published yet: the DAG already has its job
+    config = marker.config_digest
     link = store.link(name)
     try:
         target = os.readlink(link)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
-import json
 import logging
 import os
 import shlex
@@ -30,7 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from .errors import PublishError
-from .fsutil import copy_tree, discard, fresh_staging, json_bytes, naming_failures, remove_tree, replace_dir
+from .fsutil import copy_tree, discard, fresh_staging, naming_failures, remove_tree, replace_dir
+from .state import ResolvedImage, SyncRecord, load_record, record_json
 from .store import METADATA_KEY_LENGTH, Store
 
 log = logging.getLogger(__name__)
@@ -64,22 +64,21 @@ class DirectoryPublisher:
     def transaction(self) -> Iterator[None]:
         yield
 
-    def publish(self, state: dict[str, Any], flat: Path) -> None:
+    def publish(self, image: ResolvedImage, flat: Path) -> None:
         """Make the published name point at `flat` and record its metadata."""
         store = self.store
-        name = state["name"]
-        final_flat = store.flat(state["config_digest"])
+        final_flat = store.flat(image.config_digest)
         if flat.resolve() != final_flat.resolve() and not final_flat.exists():
             self.copy_flat_in(flat, final_flat)  # built outside the root (transaction publishers)
         if not final_flat.is_dir():
-            raise PublishError(f"{state['reference']}: flat image {final_flat} is missing; run the workflow again")
-        target = store.link_target(name, state["config_digest"])
-        link = store.link(name)
+            raise PublishError(f"{image.reference}: flat image {final_flat} is missing; run the workflow again")
+        target = store.link_target(image.name, image.config_digest)
+        link = store.link(image.name)
         changed = not (link.is_symlink() and os.readlink(link) == target)
         # Metadata first: a link never points at an image its metadata does not describe.
-        self._write_metadata(state, changed)
+        self._write_metadata(image, changed)
         swap_symlink(link, target)
-        log.info("%s: published -> %s%s", state["reference"], target, "" if changed else " (unchanged)")
+        log.info("%s: published -> %s%s", image.reference, target, "" if changed else " (unchanged)")
 
     @staticmethod
     def copy_flat_in(built: Path, final_flat: Path) -> None:
@@ -93,29 +92,27 @@ class DirectoryPublisher:
             remove_tree(staging)
             raise
 
-    def _write_metadata(self, state: dict[str, Any], changed: bool) -> None:
+    def _write_metadata(self, image: ResolvedImage, changed: bool) -> None:
         store = self.store
-        meta = store.metadata(state["name"])
+        meta = store.metadata(image.name)
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        old: dict[str, Any] = {}
-        with contextlib.suppress(FileNotFoundError, NotADirectoryError, ValueError):
-            old = json.loads((meta / "record.json").read_text())
-        record = {
-            "reference": state["reference"],
-            "source_digest": state["source_digest"],
-            "manifest_digest": state["manifest_digest"],
-            "config_digest": state["config_digest"],
-            "platform": state["platform"],
-            "last_synced": now,
-            "last_changed": now if changed or "last_changed" not in old else old["last_changed"],
-        }
+        old = load_record(meta / "record.json")
+        record = SyncRecord(
+            reference=image.reference,
+            source_digest=image.source_digest,
+            manifest_digest=image.manifest_digest,
+            config_digest=image.config_digest,
+            platform=image.platform,
+            last_synced=now,
+            last_changed=now if changed or old is None else old.last_changed,
+        )
         files = {
-            "manifest.json": store.blob(state["manifest_digest"]).read_bytes(),
-            "config.json": store.blob(state["config_digest"]).read_bytes(),
-            "record.json": json_bytes(record),
+            "manifest.json": store.blob(image.manifest_digest).read_bytes(),
+            "config.json": store.blob(image.config_digest).read_bytes(),
+            "record.json": record_json(record),
         }
         key = hashlib.sha256(b"".join(files.values())).hexdigest()[:METADATA_KEY_LENGTH]
-        version = store.metadata_version(state["name"], key)
+        version = store.metadata_version(image.name, key)
         if not version.is_dir():
             with naming_failures(version):
                 staging = fresh_staging(version)
@@ -132,7 +129,7 @@ class DirectoryPublisher:
             discard(meta, store.root_trash)
         current = f"{version.parent.name}/{version.name}"
         swap_symlink(meta, current)
-        for stale in store.metadata_versions(state["name"]):
+        for stale in store.metadata_versions(image.name):
             if f"{stale.parent.name}/{stale.name}" not in (current, previous):
                 discard(stale, store.root_trash)
 

@@ -6,18 +6,18 @@ is rewritten only when its content changes, so Snakemake reruns exactly the imag
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
-import json
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from .bounded import bounded_repr
 from .config import limit_settings
 from .errors import RecipeError, UnpackedError, UnsupportedImageError
-from .fsutil import json_bytes, write_atomic, write_if_changed
+from .fsutil import write_atomic
 from .manifests import (
     INDEX_TYPES,
     check_image_config,
@@ -32,6 +32,7 @@ from .mirrors import MirroredClient, make_client
 from .recipe import Recipe
 from .reference import TAG_RE, ImageRef
 from .registry import RegistryClient, sha256_digest
+from .state import Failure, LayerRecord, Notice, Resolution, ResolvedImage, load_image, save_resolution
 from .store import ARCH_PART, MULTIARCH_DIR, Store
 from .transport import load_realms, save_realms
 
@@ -54,12 +55,14 @@ def arch_directory(platform: dict[str, Any], what: str) -> str:
     return ":".join(parts)
 
 
-@dataclass
-class Resolution:
-    images: dict[str, dict[str, Any]] = field(default_factory=dict)  # published name -> state
-    failures: list[dict[str, Any]] = field(default_factory=list)  # {reference, error, ignored}
-    # Not failures: tags that lack some of the wanted platforms, {reference, missing_platforms}.
-    notices: list[dict[str, Any]] = field(default_factory=list)
+@dataclass(frozen=True)
+class _Image:
+    """What one image manifest says: the part of a ResolvedImage that does not depend on the name."""
+
+    manifest_digest: str
+    config_digest: str
+    config_platform: dict[str, str]  # os, architecture, variant from the image config
+    layers: tuple[LayerRecord, ...]
 
 
 class Resolver:
@@ -114,34 +117,39 @@ class Resolver:
             raise RecipeError(msg)
         return [ref.with_tag(tag) for tag in matched]
 
-    def _documents_stored(self, state: dict[str, Any]) -> bool:
-        """True if the manifest and config a state names are still in the store (not collected)."""
-        return all(self.store.blob(state[key]).exists() for key in ("manifest_digest", "config_digest"))
+    def _documents_stored(self, image: ResolvedImage) -> bool:
+        """True if the manifest and config an image names are still in the store (not collected)."""
+        return self.store.blob(image.manifest_digest).exists() and self.store.blob(image.config_digest).exists()
 
-    def resolve_one(self, ref: ImageRef) -> list[dict[str, Any]]:
-        """The states of one concrete reference: its main image first, then its `.multiarch` links.
+    def _unchanged(self, ref: ImageRef, source_digest: str) -> list[ResolvedImage] | None:
+        """The stored images of `ref` if its tag still points where it did, with nothing collected."""
+        old = load_image(self.store, ref.published_name)
+        if old is None or (old.source_digest, old.platforms, old.reference) != (
+            source_digest,
+            tuple(self.config["platforms"]),
+            str(ref),
+        ):
+            return None
+        variants = [load_image(self.store, name) for name in old.multiarch or ()]
+        known = [image for image in variants if image is not None and image.source_digest == source_digest]
+        if len(known) != len(variants) or not all(self._documents_stored(i) for i in [old, *known]):
+            return None
+        return [old, *known]
+
+    def resolve_one(self, ref: ImageRef) -> list[ResolvedImage]:
+        """The images of one concrete reference: its main image first, then its `.multiarch` links.
 
         Only a HEAD if the tag's digest is known and unchanged.
         """
         name = ref.published_name
-        old = _read_json(self.store.state(name))
         if ref.digest:
             source_digest = ref.digest
         else:
             source_digest = self.client(ref).head_manifest(ref.api_repository, ref.manifest_reference)
-        platforms = self.config["platforms"]
-        if (
-            old
-            and old.get("source_digest") == source_digest
-            and old.get("platforms") == platforms
-            and old.get("reference") == str(ref)
-        ):
-            variants = [_read_json(self.store.state(n)) for n in old.get("multiarch", [])]
-            if all(v and v.get("source_digest") == source_digest for v in variants) and all(
-                self._documents_stored(state)
-                for state in [old, *variants]  # type: ignore[list-item]
-            ):
-                return [old, *variants]  # type: ignore[list-item]
+        platforms: list[str] = self.config["platforms"]
+        unchanged = self._unchanged(ref, source_digest)
+        if unchanged is not None:
+            return unchanged
         what = f"{ref}"
         data = self._document(ref, source_digest, fetch_manifest=True)
         media = media_type_of(data, "", f"{what}: manifest {source_digest}")
@@ -161,7 +169,7 @@ class Resolver:
         else:
             found.append((None, source_digest, data, None))
 
-        images: dict[str, dict[str, Any]] = {}  # manifest digest -> image part of the state
+        images: dict[str, _Image] = {}  # by manifest digest
         for _text, digest, manifest_data, _entry in found:
             if digest not in images:
                 images[digest] = self._image(ref, digest, manifest_data)
@@ -171,11 +179,11 @@ class Resolver:
             return [main]
 
         # Several platforms: DUCC's `.multiarch/<arch>[:<variant>]/<registry>/<repository>:<tag>` links.
-        variants: dict[str, dict[str, Any]] = {}
+        variants: dict[str, ResolvedImage] = {}
         covered: set[str] = set()
         for text, digest, _, entry in found:
             image = images[digest]
-            offered = entry if entry is not None else image["config_platform"]
+            offered = entry if entry is not None else image.config_platform
             matched = [text] if text else [t for t in platforms if platform_matches(offered, parse_platform(t))]
             if not matched:
                 continue  # a single-platform image of a platform nobody asked for: main link only
@@ -186,8 +194,11 @@ class Resolver:
                 variants[variant_name] = self._state(
                     ref, variant_name, source_digest, image, text or matched[0], platforms
                 )
-        main["multiarch"] = sorted(variants)
-        main["missing_platforms"] = [t for t in platforms if t not in covered]
+        main = dataclasses.replace(
+            main,
+            multiarch=tuple(sorted(variants)),
+            missing_platforms=tuple(t for t in platforms if t not in covered),
+        )
         return [main, *(variants[n] for n in sorted(variants))]
 
     def _follow_index(
@@ -208,45 +219,45 @@ class Resolver:
             data = self._document(ref, digest, fetch_manifest=True)
         raise UnsupportedImageError(f"{what}: indexes nested more than {MAX_INDEX_DEPTH} deep")
 
-    def _image(self, ref: ImageRef, digest: str, data: bytes) -> dict[str, Any]:
+    def _image(self, ref: ImageRef, digest: str, data: bytes) -> _Image:
         """Manifest, config and layers of one image manifest."""
         what = f"{ref}"
         manifest = parse_manifest(data, f"{what}: manifest {digest}")
         config_bytes = self._document(ref, manifest.config.digest, fetch_manifest=False, size=manifest.config.size)
         image_config = check_image_config(config_bytes, len(manifest.layers), f"{what}: config")
         diff_ids = image_config["rootfs"]["diff_ids"]
-        return {
-            "manifest_digest": digest,
-            "config_digest": manifest.config.digest,
-            "config_platform": {k: image_config[k] for k in PLATFORM_KEYS if isinstance(image_config.get(k), str)},
-            "layers": [
-                {"digest": layer.digest, "diff_id": diff_id, "media_type": layer.media_type, "size": layer.size}
+        return _Image(
+            manifest_digest=digest,
+            config_digest=manifest.config.digest,
+            config_platform={k: image_config[k] for k in PLATFORM_KEYS if isinstance(image_config.get(k), str)},
+            layers=tuple(
+                LayerRecord(layer.digest, diff_id, layer.media_type, layer.size)
                 for layer, diff_id in zip(manifest.layers, diff_ids, strict=True)
-            ],
-        }
+            ),
+        )
 
     @staticmethod
     def _state(
         ref: ImageRef,
         name: str,
         source_digest: str,
-        image: dict[str, Any],
+        image: _Image,
         platform: str | None,
         platforms: list[str],
-    ) -> dict[str, Any]:
-        config_platform = image["config_platform"]
-        return {
-            "reference": str(ref),
-            "name": name,
-            "registry": ref.registry,
-            "repository": ref.api_repository,
-            "source_digest": source_digest,
-            "manifest_digest": image["manifest_digest"],
-            "config_digest": image["config_digest"],
-            "platform": platform or "/".join(config_platform[k] for k in PLATFORM_KEYS if config_platform.get(k)),
-            "platforms": platforms,
-            "layers": image["layers"],
-        }
+    ) -> ResolvedImage:
+        config_platform = image.config_platform
+        return ResolvedImage(
+            reference=str(ref),
+            name=name,
+            registry=ref.registry,
+            repository=ref.api_repository,
+            source_digest=source_digest,
+            manifest_digest=image.manifest_digest,
+            config_digest=image.config_digest,
+            platform=platform or "/".join(config_platform[k] for k in PLATFORM_KEYS if config_platform.get(k)),
+            platforms=tuple(platforms),
+            layers=image.layers,
+        )
 
     def run(self, recipe: Recipe) -> Resolution:
         result = Resolution()
@@ -256,7 +267,7 @@ class Resolver:
         def failed(ref: ImageRef, err: Exception) -> None:
             ignored = recipe.is_ignored(ref)
             log.error("%s: %s%s", ref, err, " (ignored: matches ignoreErrors)" if ignored else "")
-            result.failures.append({"reference": str(ref), "error": str(err), "ignored": ignored})
+            result.failures.append(Failure(str(ref), str(err), ignored))
 
         with ThreadPoolExecutor(max_workers=workers) as pool:
             expansions = {ref: pool.submit(self.expand, ref) for ref in recipe.images}
@@ -274,34 +285,16 @@ class Resolver:
                 except Exception as err:  # one bad entry or registry answer never stops the others
                     failed(ref, _named(err))
                     continue
-                for state in resolved:
-                    result.images[state["name"]] = state
-                if resolved[0].get("missing_platforms"):
-                    missing = resolved[0]["missing_platforms"]
+                for image in resolved:
+                    result.images[image.name] = image
+                missing = resolved[0].missing_platforms
+                if missing:
                     log.warning("%s: no image for platform(s) %s (not fatal)", ref, ", ".join(missing))
-                    result.notices.append({"reference": str(ref), "missing_platforms": missing})
-        for name, state in result.images.items():
-            if write_if_changed(self.store.state(name), json_bytes(state)):
-                log.info("%s: changed upstream (manifest %s)", state["reference"], state["manifest_digest"])
-        index: dict[str, Any] = {"images": sorted(result.images), "failures": result.failures}
-        if result.notices:
-            index["notices"] = result.notices
-        write_if_changed(self.store.resolved, json_bytes(index))
+                    result.notices.append(Notice(str(ref), missing))
+        for changed in save_resolution(self.store, result):
+            log.info("%s: changed upstream (manifest %s)", changed.reference, changed.manifest_digest)
         save_realms(self.store.realms)
         return result
-
-
-def load_resolution(store: Store) -> Resolution:
-    """The state of the last resolution, for offline runs and for jobs on other hosts."""
-    index = _read_json(store.resolved)
-    if index is None:
-        return Resolution()
-    images = {}
-    for name in index["images"]:
-        state = _read_json(store.state(name))
-        if state is not None:
-            images[name] = state
-    return Resolution(images=images, failures=index.get("failures", []), notices=index.get("notices", []))
 
 
 def _named(err: Exception) -> Exception:
@@ -309,10 +302,3 @@ def _named(err: Exception) -> Exception:
     if isinstance(err, UnpackedError):
         return err
     return UnpackedError(f"unexpected {type(err).__name__} while resolving: {err}")
-
-
-def _read_json(path) -> dict[str, Any] | None:  # type: ignore[no-untyped-def]
-    try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, ValueError):  # missing or damaged: resolved again
-        return None

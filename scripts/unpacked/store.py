@@ -1,4 +1,5 @@
-"""Where things live: the content-addressed work store and the published tree.
+"""Where things live: the content-addressed work store and the published tree. The one owner of
+every path the workflow reads or writes: the rules take their patterns from `Store.pattern`.
 
 <work>/blobs/sha256/<hex>             manifests, configs and layer blobs, verified
 <work>/layers/<hex[:2]>/<hex>/        one extracted layer: rootfs/ and layer.json (its marker)
@@ -9,6 +10,10 @@
 <work>/state/settings.json            the settings of the last run (for operator commands)
 <work>/state/settings/<hex>.json      the settings a run's jobs read, named by their digest
 <work>/state/run.lock                 held by the one process that syncs or collects
+<work>/failures/<action>-<key hash>.json   a failed job of this run, and `unresolved` (see report.smk)
+<work>/logs/<rule>/...                one log per job
+<work>/publish.lock                   transaction publishers take turns here
+<work>/flat/<hex[:2]>/<hex>/          flat images built for a transaction publisher to copy in
 <work>/trash/                         what is being deleted (renamed here first, then removed)
 <root>/.flat/<hex[:2]>/<hex>/         a flattened image, named by its config digest
 <root>/<registry>/<repository>:<tag>  relative symlink to the flat image
@@ -20,6 +25,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from dataclasses import dataclass
@@ -36,6 +42,25 @@ MULTIARCH_DIR = ".multiarch"
 ARCH_PART = re.compile(r"^[A-Za-z0-9_]{1,32}$")
 
 
+# The work directory's layout: {hex} is a digest's hex, {xx} its first two characters, {name} a
+# published name. Snakemake patterns are these very strings, with the fields left as wildcards.
+WORK_LAYOUT = {
+    "blob": "blobs/sha256/{hex}",
+    "layer": "layers/{xx}/{hex}",
+    "layer_marker": "layers/{xx}/{hex}/layer.json",
+    "flat_marker": "flats/{hex}.json",
+    "built_flat": "flat/{xx}/{hex}",
+    "published_marker": "published/{name}.json",
+    "state": "state/images/{name}.json",
+    "unresolved": "failures/unresolved",
+    "log.fetch_blob": "logs/fetch_blob/{hex}.log",
+    "log.extract_layer": "logs/extract_layer/{xx}/{hex}.log",
+    "log.flatten_image": "logs/flatten_image/{hex}.log",
+    "log.publish_image": "logs/publish_image/{name}.log",
+    "log.report_unresolved": "logs/report_unresolved.log",
+}
+
+
 def digest_hex(digest: str) -> str:
     return validate_digest(digest).split(":", 1)[1]
 
@@ -48,19 +73,29 @@ class Store:
     # when a transaction publisher copies them in.
     build_in_root: bool = True
 
+    def pattern(self, what: str) -> str:
+        """The Snakemake pattern of a work path (`blob`, `log.fetch_blob`, ...): wildcards left in."""
+        return str(self.work / WORK_LAYOUT[what])
+
+    def _at(self, what: str, digest: str | None = None, name: str | None = None) -> Path:
+        fields = {"name": name}
+        if digest is not None:
+            hexd = digest_hex(digest)
+            fields.update(hex=hexd, xx=hexd[:2])
+        return self.work / WORK_LAYOUT[what].format(**fields)
+
     def blob(self, digest: str) -> Path:
-        return self.work / "blobs" / "sha256" / digest_hex(digest)
+        return self._at("blob", digest)
 
     def layer(self, digest: str) -> Path:
-        hexd = digest_hex(digest)
-        return self.work / "layers" / hexd[:2] / hexd
+        return self._at("layer", digest)
 
     def layer_marker(self, digest: str) -> Path:
         """Written last by an extraction: a layer directory without it is not a layer."""
-        return self.layer(digest) / "layer.json"
+        return self._at("layer_marker", digest)
 
     def state(self, name: str) -> Path:
-        return self.work / "state" / "images" / f"{name}.json"
+        return self._at("state", name=name)
 
     @property
     def resolved(self) -> Path:
@@ -89,6 +124,18 @@ class Store:
         return self.work / "publish.lock"
 
     @property
+    def failures(self) -> Path:
+        return self.work / "failures"
+
+    def failure_record(self, action: str, key: str) -> Path:
+        # Keys are digests or published names: a hash keeps distinct keys apart in one flat directory.
+        return self.failures / f"{action}-{hashlib.sha256(key.encode()).hexdigest()[:32]}.json"
+
+    @property
+    def unresolved(self) -> Path:
+        return self._at("unresolved")
+
+    @property
     def work_trash(self) -> Path:
         return self.work / "trash"
 
@@ -98,11 +145,11 @@ class Store:
 
     def published_marker(self, name: str) -> Path:
         """Written by the publish job once `name` points at its current image."""
-        return self.work / "published" / f"{name}.json"
+        return self._at("published_marker", name=name)
 
     def flat_marker(self, config_digest: str) -> Path:
         """Written by the flatten job once the flat image is complete under its final name."""
-        return self.work / "flats" / f"{digest_hex(config_digest)}.json"
+        return self._at("flat_marker", config_digest)
 
     def flat(self, config_digest: str) -> Path:
         hexd = digest_hex(config_digest)
@@ -111,8 +158,7 @@ class Store:
     def built_flat(self, config_digest: str) -> Path:
         if self.build_in_root:
             return self.flat(config_digest)
-        hexd = digest_hex(config_digest)
-        return self.work / "flat" / hexd[:2] / hexd
+        return self._at("built_flat", config_digest)
 
     def link(self, name: str) -> Path:
         return self.root / name

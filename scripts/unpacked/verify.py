@@ -26,6 +26,7 @@ from .extract import extract_layer
 from .flatten import flatten_image
 from .fsutil import discard, replace_dir
 from .publish import DirectoryPublisher
+from .state import LayerRecord, ResolvedImage
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -131,9 +132,9 @@ def _fresh_path(final: Path) -> Path:
     return final.with_name(f".{final.name}.tmp-verify-{os.getpid()}")
 
 
-def verify_layer(store: Store, layer: dict[str, Any], repair: bool) -> Finding | None:
+def verify_layer(store: Store, layer: LayerRecord, repair: bool) -> Finding | None:
     """Check one extracted layer against a fresh extraction of its blob (None: same, or no blob)."""
-    digest, path = layer["digest"], store.layer(layer["digest"])
+    digest, path = layer.digest, store.layer(layer.digest)
     blob = store.blob(digest)
     if not store.layer_marker(digest).exists():
         return None  # not extracted (yet): the next sync does it
@@ -143,7 +144,7 @@ def verify_layer(store: Store, layer: dict[str, Any], repair: bool) -> Finding |
     fresh = _fresh_path(path)
     finding = Finding("extracted layer", path)
     try:
-        extract_layer(blob, layer["diff_id"], fresh, f"layer {digest}")
+        extract_layer(blob, layer.diff_id, fresh, f"layer {digest}")
         finding.differences = compare_trees(fresh / "rootfs", path / "rootfs")
         if _index(fresh) != _index(path):
             finding.differences.append("layer.json differs from a fresh extraction")
@@ -164,9 +165,9 @@ def _index(layer_dir: Path) -> Any:
         return None
 
 
-def verify_flat(store: Store, state: dict[str, Any], publisher: DirectoryPublisher, repair: bool) -> Finding | None:
-    """Check the published flat image of `state` against a fresh flatten of its extracted layers."""
-    config_digest = state["config_digest"]
+def verify_flat(store: Store, image: ResolvedImage, publisher: DirectoryPublisher, repair: bool) -> Finding | None:
+    """Check the published flat image of `image` against a fresh flatten of its extracted layers."""
+    config_digest = image.config_digest
     final = store.flat(config_digest)
     if not final.is_dir():
         return None  # not built (yet): the next sync does it
@@ -174,10 +175,9 @@ def verify_flat(store: Store, state: dict[str, Any], publisher: DirectoryPublish
     fresh = _fresh_path(built)
     finding = Finding("flat image", final)
     try:
-        layers = [store.layer(layer["digest"]) for layer in state["layers"]]
-        diff_ids = [layer["diff_id"] for layer in state["layers"]]
+        layers = [store.layer(digest) for digest in image.layer_digests]
         config = json.loads(store.blob(config_digest).read_text())
-        flatten_image(layers, diff_ids, config, fresh, state["reference"])
+        flatten_image(layers, image.diff_ids, config, fresh, image.reference)
         finding.differences = compare_trees(fresh, final)
         if finding.differences and repair:
             if not store.build_in_root:  # published by a transaction: copied in, inside one
@@ -191,3 +191,26 @@ def verify_flat(store: Store, state: dict[str, Any], publisher: DirectoryPublish
     finally:
         discard(fresh, _trash_for(store, fresh))  # gone already if it was swapped in
     return finding if finding.differences else None
+
+
+@dataclass
+class Report:
+    flats: int
+    layers: int
+    damaged: list[Finding]
+
+    @property
+    def unrepaired(self) -> list[Finding]:
+        return [finding for finding in self.damaged if not finding.repaired]
+
+
+def verify_images(
+    store: Store, images: list[ResolvedImage], publisher: DirectoryPublisher, layers: bool, repair: bool
+) -> Report:
+    """Check (and repair) the flat images of `images`, and first their layers if `layers`."""
+    findings: list[Finding | None] = []
+    by_digest = {layer.digest: layer for image in images for layer in image.layers} if layers else {}
+    findings += [verify_layer(store, layer, repair) for layer in by_digest.values()]
+    flats = {image.config_digest: image for image in images}
+    findings += [verify_flat(store, image, publisher, repair) for image in flats.values()]
+    return Report(len(flats), len(by_digest), [finding for finding in findings if finding is not None])

@@ -20,7 +20,8 @@ from .failures import clear_job_failures
 from .fsutil import json_bytes, write_if_changed
 from .markers import drop_stale_markers
 from .recipe import load_recipe
-from .resolve import Resolution, Resolver, load_resolution
+from .resolve import Resolver
+from .state import Resolution, load_resolution
 from .store import Store, digest_hex
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,8 @@ def store_for(settings: dict[str, Any]) -> Store:
 
 @dataclass
 class Plan:
-    """What the DAG is built from: resolved images and lookups from digests to images."""
+    """What the DAG is built from: resolved images, lookups from digests to images, and the paths of
+    each rule's inputs (all from the Store)."""
 
     settings: dict[str, Any]
     store: Store
@@ -44,28 +46,37 @@ class Plan:
     config_owner: dict[str, str] = field(default_factory=dict)  # config hex -> published name
 
     def __post_init__(self) -> None:
-        for name, state in sorted(self.resolution.images.items()):
-            self.config_owner.setdefault(digest_hex(state["config_digest"]), name)
-            self.blob_owner.setdefault(digest_hex(state["config_digest"]), name)
-            for layer in state["layers"]:
-                hexd = digest_hex(layer["digest"])
+        for name, image in sorted(self.resolution.images.items()):
+            self.config_owner.setdefault(digest_hex(image.config_digest), name)
+            self.blob_owner.setdefault(digest_hex(image.config_digest), name)
+            for layer in image.layers:
+                hexd = digest_hex(layer.digest)
                 self.blob_owner.setdefault(hexd, name)
-                self.diff_ids.setdefault(hexd, layer["diff_id"])
-
-    @property
-    def unignored_failures(self) -> list[dict[str, Any]]:
-        return [f for f in self.resolution.failures if not f["ignored"]]
+                self.diff_ids.setdefault(hexd, layer.diff_id)
 
     @property
     def names(self) -> list[str]:
         return sorted(self.resolution.images)
 
-    def layers_of_config(self, config_hex: str) -> list[str]:
-        state = self.resolution.images[self.config_owner[config_hex]]
-        return [digest_hex(layer["digest"]) for layer in state["layers"]]
+    def targets(self) -> list[str]:
+        """Every published name's marker, plus a failing report when some entries did not resolve."""
+        targets = [str(self.store.published_marker(name)) for name in self.names]
+        if self.resolution.unignored_failures:
+            targets.append(str(self.store.unresolved))
+        return targets
 
-    def config_of(self, name: str) -> str:
-        return digest_hex(self.resolution.images[name]["config_digest"])
+    def layer_markers_of_config(self, config_hex: str) -> list[str]:
+        image = self.resolution.images[self.config_owner[config_hex]]
+        return [str(self.store.layer_marker(digest)) for digest in image.layer_digests]
+
+    def config_blob(self, config_hex: str) -> str:
+        return str(self.store.blob(f"sha256:{config_hex}"))
+
+    def flat_marker_of(self, name: str) -> str:
+        return str(self.store.flat_marker(self.resolution.images[name].config_digest))
+
+    def state_of(self, name: str) -> str:
+        return str(self.store.state(name))
 
 
 def show_progress() -> None:

@@ -1,0 +1,307 @@
+"""The image state and every record the workflow keeps, typed, with their file formats in one place.
+
+- `ResolvedImage` (with its `LayerRecord`s): what resolution found for one published name, the
+  input of every job; `<work>/state/images/<name>.json`.
+- `Resolution`: this run's images, the entries that failed to resolve (`Failure`) and the
+  tags that lack some wanted platforms (`Notice`); `<work>/state/resolved.json` is its index.
+- `JobFailure`: a job that failed, with the images it leaves out of date; `<work>/failures/`.
+- `PublishedMarker`, `FlatMarker`: what the publish and flatten jobs leave for Snakemake.
+- `SyncRecord`: `.metadata/<name>/record.json`, what users read about a published name.
+
+A recipe entry is `reference.ImageRef`. Every file carries `format` (FORMAT); files written before
+it existed are format 1. A file of a newer format is refused: an older unpacked must not misread
+what a newer one wrote. Equal content is written as equal bytes (`fsutil.json_bytes`), and only when
+it changed, so Snakemake's checksums see exactly the images that changed.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import UnpackedError
+from .fsutil import json_bytes, write_atomic, write_if_changed
+from .store import Store
+
+FORMAT = 1
+
+
+class StateError(UnpackedError):
+    """A state file cannot be read as this version of unpacked writes it."""
+
+
+@dataclass(frozen=True)
+class LayerRecord:
+    digest: str
+    diff_id: str
+    media_type: str
+    size: int
+
+
+@dataclass(frozen=True)
+class ResolvedImage:
+    """One published name: the recipe entry (tag expanded) and the image it resolved to."""
+
+    reference: str  # the recipe entry, tag expanded: https://registry/repository:tag
+    name: str  # where it is published below the root: registry/repository:tag (or .multiarch/...)
+    registry: str  # as written in the recipe
+    repository: str  # as the registry API names it (library/ added on Docker Hub)
+    source_digest: str  # what the tag pointed to (an index for multi-arch images)
+    manifest_digest: str  # the single-platform manifest unpacked
+    config_digest: str  # the image config: names the flat image
+    platform: str  # os/architecture[/variant] chosen
+    platforms: tuple[str, ...]  # the wanted platforms when it was resolved
+    layers: tuple[LayerRecord, ...]
+    # Only on a main name resolved with several platforms: its .multiarch names and what it lacks.
+    multiarch: tuple[str, ...] | None = None
+    missing_platforms: tuple[str, ...] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        document: dict[str, Any] = {
+            "format": FORMAT,
+            "reference": self.reference,
+            "name": self.name,
+            "registry": self.registry,
+            "repository": self.repository,
+            "source_digest": self.source_digest,
+            "manifest_digest": self.manifest_digest,
+            "config_digest": self.config_digest,
+            "platform": self.platform,
+            "platforms": list(self.platforms),
+            "layers": [vars(layer) for layer in self.layers],
+        }
+        if self.multiarch is not None:
+            document["multiarch"] = list(self.multiarch)
+        if self.missing_platforms is not None:
+            document["missing_platforms"] = list(self.missing_platforms)
+        return document
+
+    @classmethod
+    def from_json(cls, document: dict[str, Any]) -> ResolvedImage:
+        _check_format(document)
+        optional = {key: tuple(document[key]) for key in ("multiarch", "missing_platforms") if key in document}
+        return cls(
+            reference=document["reference"],
+            name=document["name"],
+            registry=document["registry"],
+            repository=document["repository"],
+            source_digest=document["source_digest"],
+            manifest_digest=document["manifest_digest"],
+            config_digest=document["config_digest"],
+            platform=document["platform"],
+            platforms=tuple(document["platforms"]),
+            layers=tuple(LayerRecord(**layer) for layer in document["layers"]),
+            **optional,
+        )
+
+    @property
+    def layer_digests(self) -> list[str]:
+        return [layer.digest for layer in self.layers]
+
+    @property
+    def diff_ids(self) -> list[str]:
+        return [layer.diff_id for layer in self.layers]
+
+    def uses(self, digest: str) -> bool:
+        """True if `digest` is this image's config or one of its layers."""
+        return digest == self.config_digest or digest in self.layer_digests
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A recipe entry (tag expanded) that failed: to resolve, or in one of its jobs."""
+
+    reference: str
+    error: str
+    ignored: bool  # matches the recipe's ignoreErrors: does not fail the run
+
+
+@dataclass(frozen=True)
+class Notice:
+    """A tag published for some of the wanted platforms only (not a failure)."""
+
+    reference: str
+    missing_platforms: tuple[str, ...]
+
+
+@dataclass
+class Resolution:
+    images: dict[str, ResolvedImage] = field(default_factory=dict)  # by published name
+    failures: list[Failure] = field(default_factory=list)
+    notices: list[Notice] = field(default_factory=list)
+
+    @property
+    def unignored_failures(self) -> list[Failure]:
+        return [failure for failure in self.failures if not failure.ignored]
+
+
+@dataclass(frozen=True)
+class JobFailure:
+    action: str  # the job's command: fetch-blob, extract-layer, flatten, publish
+    key: str  # what it ran for: a digest or a published name
+    error: str
+    images: tuple[str, ...]  # every published name the failure leaves out of date
+    time: float
+
+
+@dataclass(frozen=True)
+class PublishedMarker:
+    name: str
+    config_digest: str
+    source_digest: str
+
+
+@dataclass(frozen=True)
+class FlatMarker:
+    config_digest: str
+    files: int | None = None  # regular files linked, when it was built by this job
+    kept: bool = False  # it existed already (complete: only ever created by a rename)
+
+
+@dataclass(frozen=True)
+class SyncRecord:
+    """`.metadata/<name>/record.json`."""
+
+    reference: str
+    source_digest: str
+    manifest_digest: str
+    config_digest: str
+    platform: str
+    last_synced: str  # UTC, 2026-11-28T06:26:16Z
+    last_changed: str
+
+
+# -- reading and writing ----------------------------------------------------------------------------
+
+
+def _check_format(document: dict[str, Any]) -> None:
+    found = document.get("format", 1)
+    if found != FORMAT:
+        msg = f"state of format {found!r}, but this unpacked reads format {FORMAT}: written by another version?"
+        raise StateError(msg)
+
+
+def _read(path: Path) -> dict[str, Any] | None:
+    """A JSON object from `path`; None if it is missing or damaged (it is then written again)."""
+    try:
+        document = json.loads(path.read_text())
+    except (FileNotFoundError, NotADirectoryError, ValueError):
+        return None
+    return document if isinstance(document, dict) else None
+
+
+def load_image(store: Store, name: str) -> ResolvedImage | None:
+    """The state of `name`, or None if it has none (or a damaged one)."""
+    document = _read(store.state(name))
+    if document is None:
+        return None
+    try:
+        return ResolvedImage.from_json(document)
+    except (KeyError, TypeError):  # damaged: resolved again
+        return None
+
+
+def save_image(store: Store, image: ResolvedImage) -> bool:
+    """Write `image`'s state file if its content changed; True if it did."""
+    return write_if_changed(store.state(image.name), json_bytes(image.to_json()))
+
+
+def image_paths(store: Store) -> list[Path]:
+    """Every state file on disk, also of images the last resolution did not reach."""
+    return sorted(store.work.glob("state/images/**/*.json"))
+
+
+def load_image_file(path: Path) -> ResolvedImage | None:
+    document = _read(path)
+    try:
+        return ResolvedImage.from_json(document) if document is not None else None
+    except (KeyError, TypeError):
+        return None
+
+
+def save_resolution(store: Store, resolution: Resolution) -> list[ResolvedImage]:
+    """Every image's state file (rewritten only if it changed), then the index of this run; the
+    images whose state changed."""
+    changed = [image for image in resolution.images.values() if save_image(store, image)]
+    index: dict[str, Any] = {
+        "format": FORMAT,
+        "images": sorted(resolution.images),
+        "failures": [vars(failure) for failure in resolution.failures],
+    }
+    if resolution.notices:
+        index["notices"] = [{**vars(n), "missing_platforms": list(n.missing_platforms)} for n in resolution.notices]
+    write_if_changed(store.resolved, json_bytes(index))
+    return changed
+
+
+def load_resolution(store: Store) -> Resolution:
+    """The last resolution, for offline runs, jobs, reports and operator commands."""
+    index = _read(store.resolved)
+    if index is None:
+        return Resolution()
+    _check_format(index)
+    images = {}
+    for name in index["images"]:
+        image = load_image(store, name)
+        if image is not None:
+            images[name] = image
+    return Resolution(
+        images=images,
+        failures=[Failure(**failure) for failure in index.get("failures", [])],
+        notices=[Notice(n["reference"], tuple(n["missing_platforms"])) for n in index.get("notices", [])],
+    )
+
+
+def save_job_failure(store: Store, failure: JobFailure) -> None:
+    document = {**vars(failure), "images": list(failure.images), "format": FORMAT}
+    write_atomic(store.failure_record(failure.action, failure.key), json.dumps(document, indent=1).encode())
+
+
+def load_job_failures(store: Store) -> list[JobFailure]:
+    failures = []
+    for path in sorted(store.failures.glob("*.json")):
+        document = _read(path)
+        if document is not None:
+            document.pop("format", None)
+            failures.append(JobFailure(**{**document, "images": tuple(document["images"])}))
+    return failures
+
+
+def save_published_marker(store: Store, image: ResolvedImage) -> None:
+    marker = PublishedMarker(image.name, image.config_digest, image.source_digest)
+    write_atomic(store.published_marker(image.name), json.dumps(vars(marker), indent=1).encode())
+
+
+def load_published_marker(store: Store, name: str) -> PublishedMarker | None:
+    """The marker of `name`; None if it is missing. A damaged one raises StateError."""
+    path = store.published_marker(name)
+    if not path.exists():
+        return None
+    document = _read(path)
+    try:
+        assert document is not None
+        return PublishedMarker(document["name"], document["config_digest"], document["source_digest"])
+    except (AssertionError, KeyError) as err:
+        raise StateError(f"{path}: damaged publish marker") from err
+
+
+def save_flat_marker(store: Store, marker: FlatMarker) -> None:
+    document = {key: value for key, value in vars(marker).items() if value not in (None, False)}
+    write_atomic(store.flat_marker(marker.config_digest), json.dumps(document, indent=1).encode())
+
+
+def record_json(record: SyncRecord) -> bytes:
+    return json_bytes(vars(record))
+
+
+def load_record(path: Path) -> SyncRecord | None:
+    """A name's published record, or None if missing or unreadable."""
+    document = _read(path)
+    if document is None:
+        return None
+    try:
+        return SyncRecord(**{key: document[key] for key in SyncRecord.__dataclass_fields__})
+    except KeyError:
+        return None
