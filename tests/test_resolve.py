@@ -16,7 +16,7 @@ from unpacked.manifests import OCI_MANIFEST
 from unpacked.recipe import Recipe, parse_recipe
 from unpacked.reference import parse_reference
 from unpacked.resolve import Resolver
-from unpacked.state import Resolution, load_resolution
+from unpacked.state import Resolution, load_image_file, load_resolution
 from unpacked.store import Store
 from unpacked.workflow import store_for
 
@@ -108,7 +108,7 @@ def test_glob_expansion(setup: Setup, repo_name: str) -> None:
         assert state.reference == f"https://{setup.reg.host}/{repo_name}:{tag}"
         assert setup.store.state(setup.name(repo_name, tag)).is_file()
     resolved = json.loads(setup.store.resolved.read_text())
-    assert resolved == {"images": sorted(result.images), "failures": []}
+    assert resolved == {"format": 1, "images": sorted(result.images), "failures": []}
 
 
 def test_glob_and_plain_entry_for_same_tag_resolve_once(setup: Setup, repo_name: str) -> None:
@@ -127,7 +127,7 @@ def test_glob_matching_nothing_is_a_failure(setup: Setup, repo_name: str) -> Non
     assert failure.reference == f"https://{setup.reg.host}/{repo_name}:3.*"
     assert "'3.*'" in failure.error and "matches none of the 1 tags" in failure.error
     assert failure.ignored is False
-    assert json.loads(setup.store.resolved.read_text())["failures"] == [failure]
+    assert load_resolution(setup.store).failures == [failure]
 
 
 def test_glob_on_unknown_repository_is_a_failure(setup: Setup, repo_name: str) -> None:
@@ -345,7 +345,8 @@ def test_state_rewritten_only_when_changed(setup: Setup, repo_name: str) -> None
     oci.push(setup.reg, repo_name, "v1", second)
     setup.run(entry)
     assert path.stat().st_mtime_ns != before
-    state = json.loads(path.read_text())
+    state = load_image_file(path)
+    assert state is not None
     assert state.source_digest == second.digest
     assert state.config_digest == second.config_digest
     assert load_resolution(setup.store).images[setup.name(repo_name, "v1")] == state
