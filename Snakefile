@@ -1,15 +1,13 @@
 # unpacked: keep a tree of unpacked container images in sync with a recipe.
 #
-# Before the DAG is built, rules/common.smk resolves every recipe entry against its registry (tag
-# globs expanded, one HEAD per tag, GET only for new digests) and rewrites a small state file only
-# for images that changed upstream. The DAG below is then static, and `snakemake -n` lists exactly
-# the images that will change.
+# When the DAG is first built, before any job, rules/common.smk resolves every recipe entry against
+# its registry (tag globs expanded, one HEAD per tag, GET only for new digests) and rewrites a small
+# state file only for images that changed upstream. The DAG is then static, and `snakemake -n` lists
+# exactly the images that will change. Commands that build no DAG (--lint, --list-rules, --unlock)
+# contact no registry.
 #
-#   <work>/blobs/sha256/<hex>              fetch_blob      verified blobs (layers, manifests, configs)
-#   <work>/layers/<xx>/<hex>/               extract_layer   one extracted layer + layer.json
-#   <output_root>/.flat/<xx>/<config hex>/  flatten_image   the runnable image tree
-#   <output_root>/<registry>/<repo>:<tag>   publish_image   -> ../../.flat/<xx>/<config hex>
-#   <output_root>/.metadata/<registry>/<repo>:<tag>/        manifest, config and sync record
+# The layout of <work> and <output_root> is owned by scripts/unpacked/store.py and drawn once, in
+# README.md ("Output layout").
 
 
 from snakemake.utils import min_version
@@ -35,12 +33,16 @@ include: "rules/report.smk"
 rule all:
     default_target: True
     input:
-        get_targets(),
+        get_targets,
+
+
+onstart:
+    start_run()
 
 
 onsuccess:
-    report_failures(success=True)
+    print_summary()
 
 
 onerror:
-    report_failures(success=False)
+    print_summary()

@@ -1,18 +1,20 @@
 import shutil
+import subprocess
 import sys
 
-from unpacked.failures import failures_recorded
-from unpacked.workflow import prepare
+from unpacked.failures import clear_job_failures
+from unpacked.workflow import configure
 
-# Registries are contacted here, once, in the main process; jobs and cluster nodes reuse its state.
-PLAN = prepare(config, main_process=workflow.is_main_process)
+# Parsing only checks the config and reads the recipe. Registries are contacted (once, in the main
+# process; jobs and cluster nodes reuse its state) when the DAG is first built: `--lint`,
+# `--list-rules` and `--unlock` never resolve, and never take the run lock.
+CONFIGURED = configure(config, main_process=workflow.is_main_process)
 # Every path comes from the Store: rules take their patterns from it (STORE.pattern("blob"), ...).
-STORE = PLAN.store
-WORK = str(STORE.work)
+STORE = CONFIGURED.store
 # Named by the settings' digest: another invocation cannot change what a running job reads. Rules
 # pass it as a param, not an input: the profile's rerun-triggers leave params out, so a changed
 # setting does not rebuild every image (without that profile, every job would run again).
-SETTINGS = str(PLAN.settings_path)
+SETTINGS = str(CONFIGURED.settings_path)
 # The package's CLI: on PATH when its environment is active, else through this interpreter.
 UNPACKED = (
     "unpacked" if shutil.which("unpacked") else f"{sys.executable} -m unpacked.cli"
@@ -24,48 +26,45 @@ wildcard_constraints:
     xx="[0-9a-f]{2}",
 
 
-def get_targets():
+def get_targets(wildcards):
     """Every published image, plus a failing report job if some entries could not be resolved."""
-    return PLAN.targets()
+    return CONFIGURED.plan().targets()
 
 
 def get_blob_owner(wildcards):
-    return PLAN.blob_owner[wildcards.hex]
+    return CONFIGURED.plan().blob_owner[wildcards.hex]
 
 
 def get_diff_id(wildcards):
-    return PLAN.diff_ids[wildcards.hex]
+    return CONFIGURED.plan().diff_ids[wildcards.hex]
 
 
 def get_layers_of_flat(wildcards):
-    return PLAN.layer_markers_of_config(wildcards.hex)
+    return CONFIGURED.plan().layer_markers_of_config(wildcards.hex)
 
 
 def get_config_blob(wildcards):
-    return PLAN.config_blob(wildcards.hex)
+    return CONFIGURED.plan().config_blob(wildcards.hex)
 
 
 def get_config_owner(wildcards):
-    return PLAN.config_owner[wildcards.hex]
+    return CONFIGURED.plan().config_owner[wildcards.hex]
 
 
 def get_flat_marker(wildcards):
-    return PLAN.flat_marker_of(wildcards.name)
+    return CONFIGURED.plan().flat_marker_of(wildcards.name)
 
 
 def get_state_file(wildcards):
-    return PLAN.state_of(wildcards.name)
+    return CONFIGURED.plan().state_of(wildcards.name)
 
 
-def report_failures(success):
-    """Print the run's failure summary; the run fails unless every failure is ignorable."""
-    import subprocess
+def start_run():
+    """A run that executes jobs (never a dry-run) starts with no failure records."""
+    clear_job_failures(STORE)
 
-    done = subprocess.run(
-        [*UNPACKED.split(), "summary", "--settings", SETTINGS], check=False
-    )
-    if success and done.returncode != 0:
-        raise SystemExit(1)
-    if not success and done.returncode == 0 and failures_recorded(PLAN.store):
-        # Every failed job belongs to images matching ignoreErrors: the run counts as a success.
-        raise SystemExit(0)
+
+def print_summary():
+    """The run's failures, mapped to recipe entries. The exit status is Snakemake's own: a run
+    fails when a job fails (see scripts/unpacked/placeholders.py); this only reports."""
+    subprocess.run([*UNPACKED.split(), "summary", "--settings", SETTINGS], check=False)

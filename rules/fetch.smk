@@ -3,8 +3,6 @@ rule fetch_blob:
         blob=STORE.pattern("blob"),
     log:
         STORE.pattern("log.fetch_blob"),
-    conda:
-        "../envs/unpacked.yaml"
     resources:
         registry_conn=1,
     params:
@@ -13,4 +11,4 @@ rule fetch_blob:
         image=get_blob_owner,
     shell:
         "{params.unpacked} fetch-blob --settings {params.settings} --image {params.image:q}"
-        " --digest sha256:{wildcards.hex} 2> {log}"
+        " --digest sha256:{wildcards.hex} --outputs {output:q} 2> {log}"

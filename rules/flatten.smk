@@ -6,12 +6,10 @@ rule flatten_image:
         marker=STORE.pattern("flat_marker"),
     log:
         STORE.pattern("log.flatten_image"),
-    conda:
-        "../envs/unpacked.yaml"
     params:
         unpacked=UNPACKED,
         settings=SETTINGS,
         image=get_config_owner,
     shell:
         "{params.unpacked} flatten --settings {params.settings} --image {params.image:q}"
-        " 2> {log}"
+        " --inputs {input:q} --outputs {output:q} 2> {log}"

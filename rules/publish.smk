@@ -6,11 +6,9 @@ rule publish_image:
         marker=STORE.pattern("published_marker"),
     log:
         STORE.pattern("log.publish_image"),
-    conda:
-        "../envs/unpacked.yaml"
     params:
         unpacked=UNPACKED,
         settings=SETTINGS,
     shell:
         "{params.unpacked} publish --settings {params.settings} --image {wildcards.name:q}"
-        " 2> {log}"
+        " --inputs {input:q} --outputs {output:q} 2> {log}"

@@ -4,8 +4,6 @@ rule report_unresolved:
         never=STORE.pattern("unresolved"),
     log:
         STORE.pattern("log.report_unresolved"),
-    conda:
-        "../envs/unpacked.yaml"
     params:
         unpacked=UNPACKED,
         settings=SETTINGS,

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import base64
+import fcntl
 import json
 import os
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -14,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from support import oci
+from support.lint_workflow import unexpected_lints
 from support.registry import LocalRegistry
 from support.tokenserver import TokenServer
 from support.workflow import run_workflow, snakemake_command, workflow_env, write_config
@@ -104,10 +107,70 @@ def test_ignored_failures_do_not_fail_the_run(workdir: Workdir, registry: LocalR
     assert done.returncode == 0, output
     assert "ignored: matches ignoreErrors" in output
     assert (workdir.root / registry.host / repo_name / "good:1").is_symlink()
+    assert not (workdir.root / registry.host / repo_name / "corrupt:1").exists()
+    # The corrupt image's jobs left placeholders: a dry-run drops them and shows those jobs again
+    # (and only them), and keeps the failure for `unpacked summary`.
+    preview = workdir.run("-n")
+    assert preview.returncode == 0, preview.stderr
+    assert "rule extract_layer:" in preview.stdout
+    assert preview.stdout.count("rule publish_image:") == 1, "the corrupt image only, not the good one"
+    after = summary(workdir)
+    assert f"{repo_name}/corrupt:1 (ignored: matches ignoreErrors)" in after.stderr and "diff_id" in after.stderr
+    again = workdir.run()
+    assert again.returncode == 0, again.stderr
+    assert "diff_id" in again.stdout + again.stderr, "the failure is found again, not hidden by a placeholder"
     # Without the ignore list the same failures fail the run.
     recipe["ignoreErrors"] = []
     workdir.configure(recipe)
     assert workdir.run().returncode != 0
+
+
+def summary(workdir: Workdir) -> subprocess.CompletedProcess[str]:
+    """`unpacked summary` as an operator runs it after a sync."""
+    command = [str(Path(snakemake_command(workdir.directory)[0]).with_name("unpacked")), "summary"]
+    return subprocess.run(command, cwd=workdir.directory, capture_output=True, text=True, check=False, timeout=60)
+
+
+def test_exit_status_is_the_jobs(workdir: Workdir, registry: LocalRegistry, repo_name: str) -> None:
+    """All good: 0. A failed image: non-zero, and a dry-run afterwards keeps the failure records."""
+    oci.push(registry, f"{repo_name}/good", "1", good_image("good\n"))
+    workdir.configure([f"http://{registry.host}/{repo_name}/good:1"])
+    assert workdir.run().returncode == 0
+    oci.push(registry, f"{repo_name}/corrupt", "1", bad_diff_id_image())
+    workdir.configure([f"http://{registry.host}/{repo_name}/good:1", f"http://{registry.host}/{repo_name}/corrupt:1"])
+    done = workdir.run()
+    assert done.returncode == 1, done.stderr
+    assert "1 image(s) failed" in done.stderr
+    assert workdir.run("-n").returncode == 0
+    after = summary(workdir)
+    assert after.returncode == 1
+    assert f"{repo_name}/corrupt:1" in after.stderr and "diff_id" in after.stderr, after.stderr
+    assert "not published yet" not in after.stderr, "a dry-run must not erase the last run's records"
+
+
+@pytest.mark.parametrize("command", [("--lint",), ("--list-rules",), ("--unlock",)])
+def test_commands_without_a_dag_contact_no_registry_and_write_nothing(
+    workdir: Workdir, command: tuple[str, ...]
+) -> None:
+    with socket.socket() as listener:  # a port that accepts connections and never answers
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        host = f"127.0.0.1:{listener.getsockname()[1]}"
+        workdir.configure([f"http://{host}/some/image:1"])
+        (workdir.directory / "work/state").mkdir(parents=True)
+        with (workdir.directory / "work/state/run.lock").open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # as a running sync holds it
+            done = workdir.run(*command)
+        listener.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            listener.accept()
+    output = done.stdout + done.stderr
+    if command == ("--lint",):
+        assert unexpected_lints(output) == [] and "Lints for rule" in output, output
+    else:
+        assert done.returncode == 0, output
+    assert sorted(p.name for p in (workdir.directory / "work").rglob("*")) == ["run.lock", "state"]
+    assert not workdir.root.exists()
 
 
 def test_unresolvable_entry_fails_even_when_nothing_else_runs(

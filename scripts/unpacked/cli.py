@@ -5,11 +5,14 @@
     unpacked extract-layer  extract one layer blob
     unpacked flatten        build one flat image from its extracted layers
     unpacked publish        link a published name to its flat image and write its metadata
-    unpacked summary        print this run's failures; exit 1 unless all are ignorable
+    unpacked summary        print the last run's failures; exit 1 unless all are ignorable
     unpacked gc             remove unreferenced flats, layers and blobs; --prune unpublishes dropped names
     unpacked verify         compare flat images (and layers) with fresh builds from their records; --repair
 
-Errors are caught here, once, and printed as one line naming the image and what to do. This module
+Errors are caught here, once, and printed as one line naming the image and what to do. A job
+command exits 1 when it fails, or 0 after leaving placeholder outputs when its failure only touches
+`ignoreErrors` images (see placeholders.py): that is the whole of how a run's exit status is decided.
+This module
 only parses arguments and prints: the work is done by `sync` (the job commands), `gc`, `verify` and
 `failures`, imported by each command when it runs, so that a job's process loads only what it needs.
 """
@@ -169,20 +172,56 @@ def _failure_key(args: argparse.Namespace) -> str:
     return key
 
 
-def _record_failure(args: argparse.Namespace, err: Exception) -> None:
-    """Leave a failure record for the end-of-run summary (best effort)."""
-    from .failures import images_affected, record_job_failure
+def _record_failure(args: argparse.Namespace, err: Exception) -> int:
+    """Leave a failure record for the end-of-run summary; return the job's exit code.
+
+    0 (with placeholder outputs) when every image the failure touches matches `ignoreErrors`, else 1.
+    """
+    from .failures import all_ignored, images_affected, record_job_failure
+    from .placeholders import leave_placeholders
+    from .recipe import load_recipe
     from .state import load_resolution
 
     try:
-        store = _store(_settings(args.settings))
+        settings = _settings(args.settings)
+        store = _store(settings)
         key = _failure_key(args)
-        affected = images_affected(load_resolution(store), args.command, key)
+        resolution = load_resolution(store)
+        affected = images_affected(resolution, args.command, key)
         if args.command == "fetch-blob" and affected == [key]:
             affected = [args.image]
         record_job_failure(store, args.command, key, str(err), affected)
+        if args.outputs and all_ignored(resolution, load_recipe(Path(settings["recipe"])), affected):
+            leave_placeholders(store, args.outputs, f"{args.command}: {err}")
+            log.warning(
+                "the failure only touches images matching ignoreErrors (%s): the run goes on", ", ".join(affected)
+            )
+            return 0
     except Exception as inner:  # the original error matters more than this record
         log.warning("could not record the failure: %s", inner)
+    return 1
+
+
+def _run_job(args: argparse.Namespace) -> int:
+    """Run one of the workflow's job commands; return its exit code."""
+    from .placeholders import failed_inputs, leave_placeholders
+
+    failed = failed_inputs(args.inputs)
+    if failed:
+        # An ignored failure upstream: nothing to build from, and nothing to report twice.
+        leave_placeholders(_store(_settings(args.settings)), args.outputs, f"input {failed[0]} failed")
+        log.warning("%s: not run, its input %s stands for an ignored failure", args.command, failed[0])
+        return 0
+    try:
+        args.func(args)
+    except UnpackedError as err:
+        log.error("%s", err)
+        return _record_failure(args, err)
+    except Exception as err:  # an unexpected failure still names the job and is recorded
+        log.error("%s: %s: %s", args.command, type(err).__name__, err)
+        return _record_failure(args, err)
+    _clear_failure(args)
+    return 0
 
 
 def _clear_failure(args: argparse.Namespace) -> None:
@@ -203,6 +242,9 @@ def parser() -> argparse.ArgumentParser:
             "--settings", type=Path, default=Path("work/state/settings.json"), help="the run's saved settings"
         )
         command.set_defaults(func=func)
+        if name in JOB_COMMANDS:  # what Snakemake gave the job: placeholders are looked for there
+            command.add_argument("--inputs", type=Path, nargs="*", default=[], help="the job's input files")
+            command.add_argument("--outputs", type=Path, nargs="*", default=[], help="the job's output files")
         return command
 
     fetch = job("fetch-blob", cmd_fetch_blob, "download one verified blob")
@@ -240,19 +282,15 @@ def main(argv: list[str] | None = None) -> None:
         format="%(asctime)s %(levelname)s %(message)s",
         stream=sys.stderr,
     )
+    if args.command in JOB_COMMANDS:
+        raise SystemExit(_run_job(args))
     try:
         args.func(args)
-        if args.command in JOB_COMMANDS:
-            _clear_failure(args)
     except UnpackedError as err:
         log.error("%s", err)
-        if args.command in JOB_COMMANDS:
-            _record_failure(args, err)
         raise SystemExit(1) from None
-    except Exception as err:  # an unexpected failure still names the job and is recorded
+    except Exception as err:  # an unexpected failure still names the command
         log.error("%s: %s: %s", args.command, type(err).__name__, err)
-        if args.command in JOB_COMMANDS:
-            _record_failure(args, err)
         raise SystemExit(1) from None
 
 

@@ -35,10 +35,10 @@ def open_decompressed(raw: BinaryIO) -> tuple[BinaryIO, str]:
     raw.seek(0)
     kind = detect(head)
     if kind == "gzip":
-        return igzip.IGzipFile(fileobj=raw, mode="rb"), kind  # type: ignore[return-value]
+        return igzip.IGzipFile(fileobj=raw, mode="rb"), kind  # type: ignore[no-untyped-call,return-value]
     if kind == "zstd":
         reader = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
-        return io.BufferedReader(reader, 1 << 20), kind  # type: ignore[arg-type]
+        return io.BufferedReader(reader, 1 << 20), kind
     return raw, kind
 
 
@@ -96,7 +96,7 @@ class HashingReader(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer) -> int:  # type: ignore[no-untyped-def,override]
+    def readinto(self, buffer) -> int:  # type: ignore[no-untyped-def]
         while not self._current:
             if self._done:
                 return 0

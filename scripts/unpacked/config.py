@@ -22,10 +22,11 @@ SHOWN_PROBLEM_LIMIT = 300
 
 def schema() -> dict[str, Any]:
     text = resources.files("unpacked").joinpath("schemas/config.schema.yaml").read_text()
-    return yaml.safe_load(text)
+    document: dict[str, Any] = yaml.safe_load(text)
+    return document
 
 
-def _extend_with_defaults(validator_class: type) -> type:
+def _extend_with_defaults(validator_class: Any) -> Any:  # jsonschema's validator classes are untyped
     """A validator that fills in `default` values while validating (jsonschema FAQ recipe)."""
     validate_properties = validator_class.VALIDATORS["properties"]
 
@@ -36,7 +37,7 @@ def _extend_with_defaults(validator_class: type) -> type:
                     instance.setdefault(name, copy.deepcopy(subschema["default"]))
         yield from validate_properties(validator, properties, instance, schema)
 
-    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
+    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})  # type: ignore[no-untyped-call]
 
 
 _Validator = _extend_with_defaults(jsonschema.Draft202012Validator)
@@ -101,13 +102,13 @@ def _as_settings(document: object, path: Path) -> dict[str, Any]:
 def registry_settings(config: dict[str, Any], registry: str) -> dict[str, Any]:
     """Settings of one registry, with defaults for registries the config does not name."""
     # The schema's defaults, overridden by what the config says of this registry.
-    settings = validate_config({"registries": {registry: {}}})["registries"][registry]
+    settings: dict[str, Any] = validate_config({"registries": {registry: {}}})["registries"][registry]
     settings.update(config.get("registries", {}).get(registry, {}))
     return settings
 
 
 def limit_settings(config: dict[str, Any]) -> dict[str, Any]:
     """The `limits` section, with the schema's defaults for what the config does not say."""
-    limits = validate_config({"limits": {}})["limits"]
+    limits: dict[str, Any] = validate_config({"limits": {}})["limits"]
     limits.update(config.get("limits", {}))
     return limits

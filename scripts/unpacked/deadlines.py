@@ -282,7 +282,7 @@ class DeadlineAdapter(HTTPAdapter):
             manager.pool_classes_by_scheme = POOL_CLASSES
         return manager
 
-    @property  # type: ignore[override]
+    @property
     def max_retries(self) -> Retry:
         """The retries left to the exchange being sent on this thread, else the full policy."""
         exchange = _current.get()

@@ -1,8 +1,9 @@
 """Failure records and the end-of-run summary.
 
 Resolution failures are listed in `state/resolved.json`; a job that fails writes
-`<work>/failures/<action>-<key>.json`. The summary maps them back to recipe entries and decides the
-exit code: a run fails unless every failed input matches the recipe's `ignoreErrors`.
+`<work>/failures/<action>-<key>.json`, kept until the next run starts executing (never by a dry-run).
+The summary maps them back to recipe entries. The run's exit status is Snakemake's (see
+placeholders.py): a failure that only touches `ignoreErrors` images does not fail its job.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from .store import Store
 
 
 def clear_job_failures(store: Store) -> None:
-    """Forget the previous run's job failures (called once per run, before the DAG is built)."""
+    """Forget the previous run's job failures (called when a run starts executing jobs: Snakemake's
+    `onstart`, which a dry-run never calls)."""
     discard(store.failures, store.work_trash)  # never half of them: a kill leaves all or none
 
 
@@ -62,9 +64,12 @@ def is_published(store: Store, name: str, source_digest: str, config_digest: str
     return marker is not None and (marker.source_digest, marker.config_digest) == (source_digest, config_digest)
 
 
-def failures_recorded(store: Store) -> bool:
-    """True if a job of this run left a failure record."""
-    return any(store.failures.glob("*.json"))
+def all_ignored(resolution: Resolution, recipe: Recipe, names: list[str]) -> bool:
+    """True if every image in `names` is resolved and matches the recipe's `ignoreErrors`."""
+    images = resolution.images
+    return bool(names) and all(
+        name in images and recipe.is_ignored(parse_reference(images[name].reference)) for name in names
+    )
 
 
 def collect(store: Store, recipe: Recipe, resolution_only: bool = False) -> list[Failure]:

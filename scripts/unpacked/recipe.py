@@ -37,7 +37,7 @@ def load_recipe(path: Path) -> Recipe:
 
 def parse_recipe(document: object, source: str = "<recipe>") -> Recipe:
     if isinstance(document, list):
-        entries, ignore = document, []
+        entries, ignore = document, list[str]()
     elif isinstance(document, dict):
         unknown = sorted(set(document) - WISHLIST_KEYS, key=str)  # keys may be numbers too
         if unknown:

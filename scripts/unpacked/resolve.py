@@ -48,8 +48,8 @@ class PlatformMissing(UnsupportedImageError):
 
 def arch_directory(platform: dict[str, Any], what: str) -> str:
     """DUCC's directory name for a platform: `amd64`, `arm64:v8` (the OS is not part of it)."""
-    parts = [platform.get("architecture"), platform.get("variant")]
-    parts = [p for p in parts if p]
+    given = [platform.get("architecture"), platform.get("variant")]
+    parts = [p for p in given if p]
     if not parts or not all(isinstance(p, str) and ARCH_PART.match(p) for p in parts):
         raise UnsupportedImageError(f"{what}: platform {bounded_repr(platform)} cannot name a .multiarch directory")
     return ":".join(parts)
@@ -181,10 +181,10 @@ class Resolver:
         # Several platforms: DUCC's `.multiarch/<arch>[:<variant>]/<registry>/<repository>:<tag>` links.
         variants: dict[str, ResolvedImage] = {}
         covered: set[str] = set()
-        for text, digest, _, entry in found:
+        for wanted, digest, _, entry in found:
             image = images[digest]
             offered = entry if entry is not None else image.config_platform
-            matched = [text] if text else [t for t in platforms if platform_matches(offered, parse_platform(t))]
+            matched = [wanted] if wanted else [t for t in platforms if platform_matches(offered, parse_platform(t))]
             if not matched:
                 continue  # a single-platform image of a platform nobody asked for: main link only
             covered.update(matched)
@@ -192,7 +192,7 @@ class Resolver:
             variant_name = f"{MULTIARCH_DIR}/{directory}/{name}"
             if variant_name not in variants:
                 variants[variant_name] = self._state(
-                    ref, variant_name, source_digest, image, text or matched[0], platforms
+                    ref, variant_name, source_digest, image, wanted or matched[0], platforms
                 )
         main = dataclasses.replace(
             main,
@@ -279,14 +279,14 @@ class Resolver:
                     failed(ref, _named(err))
             unique = list(dict.fromkeys(concrete))
             states = {ref: pool.submit(self.resolve_one, ref) for ref in unique}
-            for ref, future in states.items():
+            for ref, state in states.items():
                 try:
-                    resolved = future.result()
+                    resolved = state.result()
                 except Exception as err:  # one bad entry or registry answer never stops the others
                     failed(ref, _named(err))
                     continue
-                for image in resolved:
-                    result.images[image.name] = image
+                for one in resolved:
+                    result.images[one.name] = one
                 missing = resolved[0].missing_platforms
                 if missing:
                     log.warning("%s: no image for platform(s) %s (not fatal)", ref, ", ".join(missing))

@@ -10,6 +10,7 @@ every path the workflow reads or writes: the rules take their patterns from `Sto
 <work>/state/settings.json            the settings of the last run (for operator commands)
 <work>/state/settings/<hex>.json      the settings a run's jobs read, named by their digest
 <work>/state/run.lock                 held by the one process that syncs or collects
+<work>/state/placeholders/<hash>      where a job left a placeholder output (see placeholders.py)
 <work>/failures/<action>-<key hash>.json   a failed job of this run, and `unresolved` (see report.smk)
 <work>/logs/<rule>/...                one log per job
 <work>/publish.lock                   transaction publishers take turns here
@@ -114,6 +115,11 @@ class Store:
     def run_settings(self, key: str) -> Path:
         """Settings named by their digest: a file no other run can change under a running job."""
         return self.work / "state" / "settings" / f"{key}.json"
+
+    @property
+    def placeholders(self) -> Path:
+        """One entry per placeholder output a job left, so the next run finds them without a scan."""
+        return self.work / "state" / "placeholders"
 
     @property
     def run_lock(self) -> Path:

@@ -16,10 +16,10 @@ from typing import IO, Any
 
 from .config import load_config_file, validate_config
 from .errors import ConfigError, UnpackedError
-from .failures import clear_job_failures
 from .fsutil import json_bytes, write_if_changed
 from .markers import drop_stale_markers
-from .recipe import load_recipe
+from .placeholders import drop_placeholders
+from .recipe import Recipe, load_recipe
 from .resolve import Resolver
 from .state import Resolution, load_resolution
 from .store import Store, digest_hex
@@ -165,13 +165,30 @@ def settings_digest(settings: dict[str, Any]) -> str:
     return hashlib.sha256(json_bytes(settings)).hexdigest()[:16]
 
 
-def prepare(config: dict[str, Any] | Path, main_process: bool) -> Plan:
-    """Validate the config and resolve the recipe (main process, online) or load the last resolution.
+@dataclass
+class Configured:
+    """A checked config, its Store and its recipe: what parsing the Snakefile needs, no more.
 
-    Nothing is written before the run lock is held, and jobs read settings from a file named by their
-    digest, so a second invocation with other settings can neither change a running sync nor be
-    changed by it.
+    Nothing here contacts a registry, takes the run lock or writes: `snakemake --lint`,
+    `--list-rules` and `--unlock` stop here. The Plan (resolution, lock, state files) is built the
+    first time the DAG asks for it.
     """
+
+    settings: dict[str, Any]
+    store: Store
+    settings_path: Path  # what the jobs read: named by the settings' digest, never rewritten
+    recipe: Recipe | None  # None when not resolving (a job, or offline)
+    main_process: bool
+    _plan: Plan | None = None
+
+    def plan(self) -> Plan:
+        if self._plan is None:
+            self._plan = _build_plan(self)
+        return self._plan
+
+
+def configure(config: dict[str, Any] | Path, main_process: bool) -> Configured:
+    """Validate the config and read the recipe; refuse either before anything is written."""
     if isinstance(config, Path):
         config = load_config_file(config)
     config = dict(config)
@@ -179,12 +196,26 @@ def prepare(config: dict[str, Any] | Path, main_process: bool) -> Plan:
         config["offline"] = parse_offline(config["offline"])
     settings = validate_config(config)
     online = main_process and not settings["offline"]
-    # Read before anything is written: a refused recipe leaves no work directory behind.
     recipe = load_recipe(Path(settings["recipe"])) if online else None
     store = store_for(settings)
     check_layout(store)
-    settings_path = store.run_settings(settings_digest(settings))
-    if not main_process:
+    return Configured(settings, store, store.run_settings(settings_digest(settings)), recipe, main_process)
+
+
+def prepare(config: dict[str, Any] | Path, main_process: bool) -> Plan:
+    """Configure and build the Plan at once (the CLI's `resolve`, tests, benchmarks)."""
+    return configure(config, main_process).plan()
+
+
+def _build_plan(configured: Configured) -> Plan:
+    """Resolve the recipe (main process, online) or load the last resolution.
+
+    Nothing is written before the run lock is held, and jobs read settings from a file named by their
+    digest, so a second invocation with other settings can neither change a running sync nor be
+    changed by it.
+    """
+    settings, store, settings_path = configured.settings, configured.store, configured.settings_path
+    if not configured.main_process:
         return Plan(settings, store, load_resolution(store), settings_path)
     hold_run_lock(store)
     if settings["offline"] and not store.resolved.exists():
@@ -196,12 +227,15 @@ def prepare(config: dict[str, Any] | Path, main_process: bool) -> Plan:
     write_if_changed(settings_path, json_bytes(settings))
     write_if_changed(store.settings, json_bytes(settings))
     show_progress()
-    if recipe is None:
+    if configured.recipe is None:
         resolution = load_resolution(store)
     else:
-        clear_job_failures(store)
-        resolution = Resolver(settings, store).run(recipe)
+        resolution = Resolver(settings, store).run(configured.recipe)
         log.info("resolved %d image(s), %d failure(s)", len(resolution.images), len(resolution.failures))
+    # Placeholders stand for last run's ignored failures: gone, their jobs are in the DAG again.
+    dropped = drop_placeholders(store)
+    if dropped:
+        log.info("%d placeholder output(s) of ignored failures removed: their jobs run again", dropped)
     for problem in drop_stale_markers(store, resolution.images):
         log.warning("%s", problem)
     return Plan(settings, store, resolution, settings_path)
