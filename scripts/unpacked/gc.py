@@ -127,9 +127,9 @@ def _older_than(path: Path, cutoff: float) -> bool:
         return False
 
 
-def _digest_named(directory: Path, pattern: str) -> list[Path]:
-    """Entries of the store named by a digest; staging and other dot names are not products."""
-    return sorted(p for p in directory.glob(pattern) if _HEX.match(p.name))
+def _digest_named(store: Store, what: str) -> list[Path]:
+    """Products of one kind named by a digest (the Store's layout; staging dot names are not)."""
+    return [p for p in store.on_disk(what) if _HEX.match(p.name)]
 
 
 def plan_collect(store: Store, grace_days: float) -> Plan:
@@ -137,7 +137,7 @@ def plan_collect(store: Store, grace_days: float) -> Plan:
     cutoff = time.time() - grace_days * 86400
     plan = Plan()
     linked = {os.path.realpath(link) for _, link in _root_symlinks(store)}
-    for flat in _digest_named(store.root, ".flat/*/*"):
+    for flat in _digest_named(store, "root.flat"):
         marker = store.flat_marker(f"sha256:{flat.name}")
         if str(flat.resolve()) not in linked and _older_than(marker if marker.exists() else flat, cutoff):
             plan.flats.append(flat)
@@ -150,12 +150,12 @@ def plan_collect(store: Store, grace_days: float) -> Plan:
             digests = [*image.layer_digests, image.config_digest, image.manifest_digest, image.source_digest]
             used.update(digest.split(":")[1] for digest in digests)
 
-    def unused(pattern: str) -> list[Path]:
-        return [p for p in _digest_named(store.work, pattern) if p.name not in used and _older_than(p, cutoff)]
+    def unused(what: str) -> list[Path]:
+        return [p for p in _digest_named(store, what) if p.name not in used and _older_than(p, cutoff)]
 
-    plan.flats.extend(unused("flat/*/*"))  # copies a transaction publisher has published
-    plan.layers = unused("layers/*/*")
-    plan.blobs = unused("blobs/sha256/*")
+    plan.flats.extend(unused("built_flat"))  # copies a transaction publisher has published
+    plan.layers = unused("layer")
+    plan.blobs = unused("blob")
     plan.leftovers = [p for p in _leftovers(store) if _older_than(p, cutoff)]
     return plan
 
@@ -164,8 +164,8 @@ def _leftovers(store: Store) -> list[Path]:
     """Dot-named entries killed jobs left beside the products, and the settings files of old runs."""
     found = [
         path
-        for pattern in (".flat/*/.*", "flat/*/.*", "layers/*/.*", "blobs/sha256/.*")
-        for path in (store.root if pattern.startswith(".flat") else store.work).glob(pattern)
+        for what in ("root.flat", "built_flat", "layer", "blob")
+        for path in store.beside(what)
         if _LEFTOVER.match(path.name)
     ]
     found += [path for name, path in _root_symlinks(store) if _LEFTOVER.match(path.name)]
@@ -173,7 +173,7 @@ def _leftovers(store: Store) -> list[Path]:
         current = store.settings.read_bytes()
     except FileNotFoundError:
         current = b""
-    found += [p for p in store.work.glob("state/settings/*.json") if p.read_bytes() != current]
+    found += [p for p in store.on_disk("run_settings") if p.read_bytes() != current]
     return sorted(found)
 
 
@@ -213,7 +213,7 @@ def execute(plan: Plan, store: Store, publisher: DirectoryPublisher) -> None:
         if not path.is_relative_to(store.root):
             discard(path, store.work_trash)
     for layer in plan.layers:
-        discard(layer / "layer.json", store.work_trash)
+        discard(store.layer_marker(f"sha256:{layer.name}"), store.work_trash)  # the marker first
         discard(layer, store.work_trash)
     for blob in plan.blobs:
         discard(blob, store.work_trash)

@@ -27,7 +27,7 @@ from .store import Store
 def check_root_is_there(store: Store, images: dict[str, ResolvedImage]) -> None:
     """Refuse to repair into a root that looks unmounted (see the module documentation)."""
     if store.root.is_dir():
-        looks_unmounted = not (store.root / ".metadata").is_dir()
+        looks_unmounted = not store.metadata_root.is_dir()
     else:
         looks_unmounted = not store.build_in_root  # a transaction publisher's root always exists
     if not looks_unmounted:
@@ -69,7 +69,7 @@ def drop_stale_markers(store: Store, images: dict[str, ResolvedImage]) -> list[s
             _unmark(store.flat_marker(config))
             found.append(f"flat image {flat} is missing; building it again")
     for digest in sorted(layers):
-        rootfs = store.layer(digest) / "rootfs"
+        rootfs = store.layer_rootfs(digest)
         if store.layer_marker(digest).exists() and not rootfs.is_dir():
             _unmark(store.layer_marker(digest))
             found.append(f"extracted layer {store.layer(digest)} has no rootfs; extracting it again")
@@ -102,7 +102,7 @@ def published_problem(store: Store, name: str, flats: dict[str, bool]) -> str | 
         flats[config] = store.flat(config).is_dir()
     if not flats[config]:
         return f"its flat image {store.flat(config)} is missing"
-    if not (store.metadata(name) / "record.json").is_file():
+    if not store.record(name).is_file():
         return f"its metadata {store.metadata(name)} is missing"
     return None
 

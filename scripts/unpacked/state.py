@@ -210,7 +210,7 @@ def save_image(store: Store, image: ResolvedImage) -> bool:
 
 def image_paths(store: Store) -> list[Path]:
     """Every state file on disk, also of images the last resolution did not reach."""
-    return sorted(store.work.glob("state/images/**/*.json"))
+    return store.state_files()
 
 
 def load_image_file(path: Path) -> ResolvedImage | None:
@@ -261,7 +261,7 @@ def save_job_failure(store: Store, failure: JobFailure) -> None:
 
 def load_job_failures(store: Store) -> list[JobFailure]:
     failures = []
-    for path in sorted(store.failures.glob("*.json")):
+    for path in store.failure_records():
         document = _read(path)
         if document is not None:
             document.pop("format", None)

@@ -59,6 +59,12 @@ WORK_LAYOUT = {
     "log.flatten_image": "logs/flatten_image/{hex}.log",
     "log.publish_image": "logs/publish_image/{name}.log",
     "log.report_unresolved": "logs/report_unresolved.log",
+    "run_settings": "state/settings/{name}.json",
+}
+# The published tree's layout (links are the names themselves, `<root>/<name>`).
+ROOT_LAYOUT = {
+    "flat": ".flat/{xx}/{hex}",
+    "metadata": ".metadata",
 }
 
 
@@ -83,7 +89,30 @@ class Store:
         if digest is not None:
             hexd = digest_hex(digest)
             fields.update(hex=hexd, xx=hexd[:2])
-        return self.work / WORK_LAYOUT[what].format(**fields)
+        base, layout = self._layout(what)
+        return base / layout.format(**fields)
+
+    def _layout(self, what: str) -> tuple[Path, str]:
+        """`root.flat` is in the published tree, anything else in the work directory."""
+        if what.startswith("root."):
+            return self.root, ROOT_LAYOUT[what.removeprefix("root.")]
+        return self.work, WORK_LAYOUT[what]
+
+    def _glob(self, what: str, last: str | None = None) -> list[Path]:
+        base, layout = self._layout(what)
+        parts = [re.sub(r"\{\w+\}", "*", part) for part in layout.split("/")]
+        if last is not None:
+            parts[-1] = last
+        return sorted(base.glob("/".join(parts)))
+
+    def on_disk(self, what: str) -> list[Path]:
+        """Every product of one kind (`blob`, `layer`, `built_flat`, `root.flat`, `run_settings`...),
+        named as the layout says: staging and other dot-named entries are not products."""
+        return [path for path in self._glob(what) if not path.name.startswith(".")]
+
+    def beside(self, what: str) -> list[Path]:
+        """The dot-named entries beside the products of one kind: staging and leftovers of killed jobs."""
+        return self._glob(what, ".*")
 
     def blob(self, digest: str) -> Path:
         return self._at("blob", digest)
@@ -91,12 +120,21 @@ class Store:
     def layer(self, digest: str) -> Path:
         return self._at("layer", digest)
 
+    def layer_rootfs(self, digest: str) -> Path:
+        """The extracted layer's files."""
+        return self.layer(digest) / "rootfs"
+
     def layer_marker(self, digest: str) -> Path:
         """Written last by an extraction: a layer directory without it is not a layer."""
         return self._at("layer_marker", digest)
 
     def state(self, name: str) -> Path:
         return self._at("state", name=name)
+
+    def state_files(self) -> list[Path]:
+        """Every image state file on disk (names hold slashes: the whole tree below)."""
+        prefix, suffix = WORK_LAYOUT["state"].split("{name}")
+        return sorted(self.work.glob(f"{prefix}**/*{suffix}"))
 
     @property
     def resolved(self) -> Path:
@@ -114,7 +152,7 @@ class Store:
 
     def run_settings(self, key: str) -> Path:
         """Settings named by their digest: a file no other run can change under a running job."""
-        return self.work / "state" / "settings" / f"{key}.json"
+        return self._at("run_settings", name=key)
 
     @property
     def placeholders(self) -> Path:
@@ -132,6 +170,9 @@ class Store:
     @property
     def failures(self) -> Path:
         return self.work / "failures"
+
+    def failure_records(self) -> list[Path]:
+        return sorted(self.failures.glob("*.json"))
 
     def failure_record(self, action: str, key: str) -> Path:
         # Keys are digests or published names: a hash keeps distinct keys apart in one flat directory.
@@ -158,8 +199,7 @@ class Store:
         return self._at("flat_marker", config_digest)
 
     def flat(self, config_digest: str) -> Path:
-        hexd = digest_hex(config_digest)
-        return self.root / ".flat" / hexd[:2] / hexd
+        return self._at("root.flat", config_digest)
 
     def built_flat(self, config_digest: str) -> Path:
         if self.build_in_root:
@@ -171,12 +211,21 @@ class Store:
 
     def link_target(self, name: str, config_digest: str) -> str:
         """`../../.flat/ab/ab12..`: one `..` per directory level of `name` below the root."""
-        hexd = digest_hex(config_digest)
-        return "/".join([".."] * name.count("/") + [".flat", hexd[:2], hexd])
+        flat = self.flat(config_digest).relative_to(self.root)
+        return "/".join([".."] * name.count("/") + list(flat.parts))
+
+    @property
+    def metadata_root(self) -> Path:
+        """`.metadata/`: its absence in an existing root means the root is not what it seems."""
+        return self._at("root.metadata")
 
     def metadata(self, name: str) -> Path:
         """The name's metadata directory as users read it (a link to its current version)."""
-        return self.root / ".metadata" / name
+        return self.metadata_root / name
+
+    def record(self, name: str) -> Path:
+        """The name's sync record (digests, platform, sync times), inside its metadata directory."""
+        return self.metadata(name) / "record.json"
 
     def metadata_versions_dir(self, name: str) -> Path:
         """Where the versions of `name`'s metadata live: `.<leaf>.meta/` beside its link."""
