@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from .state import ResolvedImage
 
 log = logging.getLogger("unpacked")
-# The commands the workflow's jobs run: their failures are recorded for the end-of-run summary.
+# The commands the workflow's jobs run: jobs.run_job records their failures and sets their exit code.
 JOB_COMMANDS = ("fetch-blob", "extract-layer", "flatten", "publish")
 
 
@@ -167,68 +167,14 @@ def cmd_verify(args: argparse.Namespace) -> None:
         raise SystemExit(1)
 
 
-def _failure_key(args: argparse.Namespace) -> str:
-    key: str = args.image if args.command in ("flatten", "publish") else args.digest
-    return key
-
-
-def _record_failure(args: argparse.Namespace, err: Exception) -> int:
-    """Leave a failure record for the end-of-run summary; return the job's exit code.
-
-    0 (with placeholder outputs) when every image the failure touches matches `ignoreErrors`, else 1.
-    """
-    from .failures import all_ignored, images_affected, record_job_failure
-    from .placeholders import leave_placeholders
-    from .recipe import load_recipe
-    from .state import load_resolution
-
-    try:
-        settings = _settings(args.settings)
-        store = _store(settings)
-        key = _failure_key(args)
-        resolution = load_resolution(store)
-        affected = images_affected(resolution, args.command, key)
-        if args.command == "fetch-blob" and affected == [key]:
-            affected = [args.image]
-        record_job_failure(store, args.command, key, str(err), affected)
-        if args.outputs and all_ignored(resolution, load_recipe(Path(settings["recipe"])), affected):
-            leave_placeholders(store, args.outputs, f"{args.command}: {err}")
-            log.warning(
-                "the failure only touches images matching ignoreErrors (%s): the run goes on", ", ".join(affected)
-            )
-            return 0
-    except Exception as inner:  # the original error matters more than this record
-        log.warning("could not record the failure: %s", inner)
-    return 1
-
-
 def _run_job(args: argparse.Namespace) -> int:
     """Run one of the workflow's job commands; return its exit code."""
-    from .placeholders import failed_inputs, leave_placeholders
+    from .jobs import Job, run_job
 
-    failed = failed_inputs(args.inputs)
-    if failed:
-        # An ignored failure upstream: nothing to build from, and nothing to report twice.
-        leave_placeholders(_store(_settings(args.settings)), args.outputs, f"input {failed[0]} failed")
-        log.warning("%s: not run, its input %s stands for an ignored failure", args.command, failed[0])
-        return 0
-    try:
-        args.func(args)
-    except UnpackedError as err:
-        log.error("%s", err)
-        return _record_failure(args, err)
-    except Exception as err:  # an unexpected failure still names the job and is recorded
-        log.error("%s: %s: %s", args.command, type(err).__name__, err)
-        return _record_failure(args, err)
-    _clear_failure(args)
-    return 0
-
-
-def _clear_failure(args: argparse.Namespace) -> None:
-    """A job that succeeds takes back the failure an earlier (e.g. offline) attempt recorded."""
-    from .failures import clear_job_failure
-
-    clear_job_failure(_store(_settings(args.settings)), args.command, _failure_key(args))
+    settings = _settings(args.settings)
+    key = args.image if args.command in ("flatten", "publish") else args.digest
+    job = Job(args.command, key, getattr(args, "image", None), args.inputs, args.outputs)
+    return run_job(settings, _store(settings), job, lambda: args.func(args))
 
 
 def parser() -> argparse.ArgumentParser:
@@ -282,9 +228,9 @@ def main(argv: list[str] | None = None) -> None:
         format="%(asctime)s %(levelname)s %(message)s",
         stream=sys.stderr,
     )
-    if args.command in JOB_COMMANDS:
-        raise SystemExit(_run_job(args))
     try:
+        if args.command in JOB_COMMANDS:
+            raise SystemExit(_run_job(args))
         args.func(args)
     except UnpackedError as err:
         log.error("%s", err)

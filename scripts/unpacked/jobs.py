@@ -1,0 +1,72 @@
+"""One workflow job around its work: placeholders in, a failure record and an exit code out.
+
+The exit code is the whole of how a run's status is decided (see placeholders.py): 1 when the job
+failed, 0 when it succeeded or when its failure touches only images matching `ignoreErrors`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import UnpackedError
+from .failures import all_ignored, clear_job_failure, images_affected, record_job_failure
+from .placeholders import failed_inputs, leave_placeholders
+from .recipe import load_recipe
+from .state import load_resolution
+from .store import Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Job:
+    action: str  # the CLI command: fetch-blob, extract-layer, flatten, publish
+    key: str  # what it is for: a digest (fetch, extract) or a published name (flatten, publish)
+    image: str | None  # the image a fetch is for (named when no resolved image uses the blob)
+    inputs: list[Path]  # what Snakemake gave it
+    outputs: list[Path]
+
+
+def run_job(settings: dict[str, Any], store: Store, job: Job, work: Callable[[], None]) -> int:
+    """Run `work` as the job `job`; return the job's exit code."""
+    failed = failed_inputs(job.inputs)
+    if failed:
+        # An ignored failure upstream: nothing to build from, and nothing to report twice.
+        leave_placeholders(store, job.outputs, f"input {failed[0]} failed")
+        log.warning("%s: not run, its input %s stands for an ignored failure", job.action, failed[0])
+        return 0
+    try:
+        work()
+    except UnpackedError as err:
+        log.error("%s", err)
+        return _failed(settings, store, job, err)
+    except Exception as err:  # an unexpected failure still names the job and is recorded
+        log.error("%s: %s: %s", job.action, type(err).__name__, err)
+        return _failed(settings, store, job, err)
+    # A job that succeeds takes back the failure an earlier (e.g. offline) attempt recorded.
+    clear_job_failure(store, job.action, job.key)
+    return 0
+
+
+def _failed(settings: dict[str, Any], store: Store, job: Job, err: Exception) -> int:
+    """Record the failure for the end-of-run summary; 0 (placeholders left) if it only touches
+    ignored images, else 1."""
+    try:
+        resolution = load_resolution(store)
+        affected = images_affected(resolution, job.action, job.key)
+        if job.action == "fetch-blob" and affected == [job.key] and job.image:
+            affected = [job.image]
+        record_job_failure(store, job.action, job.key, str(err), affected)
+        if job.outputs and all_ignored(resolution, load_recipe(Path(settings["recipe"])), affected):
+            leave_placeholders(store, job.outputs, f"{job.action}: {err}")
+            log.warning(
+                "the failure only touches images matching ignoreErrors (%s): the run goes on", ", ".join(affected)
+            )
+            return 0
+    except Exception as inner:  # the original error matters more than this record
+        log.warning("could not record the failure: %s", inner)
+    return 1
