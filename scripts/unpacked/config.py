@@ -13,6 +13,7 @@ import yaml
 
 from .bounded import bounded_repr, bounded_text
 from .errors import ConfigError
+from .netsettings import RegistrySettings
 from .yamlfile import load_yaml_file, load_yaml_text, read_text
 
 # How much of a key in an error's path, and of a whole validation problem, an error shows.
@@ -22,10 +23,11 @@ SHOWN_PROBLEM_LIMIT = 300
 
 def schema() -> dict[str, Any]:
     text = resources.files("unpacked").joinpath("schemas/config.schema.yaml").read_text()
-    return yaml.safe_load(text)
+    document: dict[str, Any] = yaml.safe_load(text)
+    return document
 
 
-def _extend_with_defaults(validator_class: type) -> type:
+def _extend_with_defaults(validator_class: Any) -> type:
     """A validator that fills in `default` values while validating (jsonschema FAQ recipe)."""
     validate_properties = validator_class.VALIDATORS["properties"]
 
@@ -36,7 +38,10 @@ def _extend_with_defaults(validator_class: type) -> type:
                     instance.setdefault(name, copy.deepcopy(subschema["default"]))
         yield from validate_properties(validator, properties, instance, schema)
 
-    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
+    extended: type = jsonschema.validators.extend(  # type: ignore[no-untyped-call]
+        validator_class, {"properties": set_defaults}
+    )
+    return extended
 
 
 _Validator = _extend_with_defaults(jsonschema.Draft202012Validator)
@@ -101,13 +106,32 @@ def _as_settings(document: object, path: Path) -> dict[str, Any]:
 def registry_settings(config: dict[str, Any], registry: str) -> dict[str, Any]:
     """Settings of one registry, with defaults for registries the config does not name."""
     # The schema's defaults, overridden by what the config says of this registry.
-    settings = validate_config({"registries": {registry: {}}})["registries"][registry]
+    settings: dict[str, Any] = validate_config({"registries": {registry: {}}})["registries"][registry]
     settings.update(config.get("registries", {}).get(registry, {}))
     return settings
 
 
 def limit_settings(config: dict[str, Any]) -> dict[str, Any]:
     """The `limits` section, with the schema's defaults for what the config does not say."""
-    limits = validate_config({"limits": {}})["limits"]
+    limits: dict[str, Any] = validate_config({"limits": {}})["limits"]
     limits.update(config.get("limits", {}))
     return limits
+
+
+def client_settings(config: dict[str, Any], registry: str) -> RegistrySettings:
+    """The typed settings of `registry`'s client: its section and the limits, with the schema's defaults."""
+    settings = registry_settings(config, registry)
+    limits = limit_settings(config)
+    max_connections = settings.get("max_connections")
+    return RegistrySettings(
+        insecure=bool(settings["insecure"]),
+        timeout=float(settings["timeout"]),
+        retries=int(settings["retries"]),
+        deadline=float(settings["deadline"]),
+        min_rate=float(settings["min_rate"]),
+        max_connections=None if max_connections is None else int(max_connections),
+        manifest_bytes=int(limits["manifest_bytes"]),
+        config_bytes=int(limits["config_bytes"]),
+        username_env=settings.get("username_env"),
+        password_env=settings.get("password_env"),
+    )
