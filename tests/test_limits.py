@@ -27,7 +27,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from test_workflow_failures import Workdir, good_image
 
-from unpacked.config import validate_config
+from unpacked.config import client_settings, validate_config
 from unpacked.errors import RegistryError
 from unpacked.recipe import parse_recipe
 from unpacked.reference import parse_reference
@@ -86,7 +86,7 @@ def within(limit: float, call: Callable[[], Any]) -> tuple[BaseException | None,
 
 def client_for(host: str, repo: str, config: dict[str, Any] | None = None, **settings: Any) -> RegistryClient:
     ref = parse_reference(f"{host}/{repo}:latest")
-    return RegistryClient(ref, {"registries": {host: {**FAST, **settings}}, **(config or {})})
+    return RegistryClient(ref, client_settings({"registries": {host: {**FAST, **settings}}, **(config or {})}, host))
 
 
 def resolve(
@@ -230,7 +230,7 @@ def test_a_trickled_body_is_abandoned_at_its_deadline_and_retried_once(
     image = oci.build_image([oci.TarLayer().add_file("data", os.urandom(50_000)).tar_bytes()])
     oci.push(registry, repo_name, "v1", image)
     layer = image.layers[0]
-    path, call, words = {
+    cases: dict[str, tuple[str, Callable[[RegistryClient], object], list[str]]] = {
         "manifest": (r"/manifests/v1", lambda c: c.get_manifest(repo_name, "v1"), ["manifest", "2 s", "deadline"]),
         "tag list": (r"/tags/list", lambda c: c.list_tags(repo_name), ["tag list", "2 s", "deadline"]),
         "config": (
@@ -243,7 +243,8 @@ def test_a_trickled_body_is_abandoned_at_its_deadline_and_retried_once(
             lambda c: c.download_blob(repo_name, layer.digest, tmp_path / "blob"),
             ["blob", layer.digest, "65536 bytes/s", "min_rate", "deadline"],
         ),
-    }[what]
+    }
+    path, call, words = cases[what]
     proxy.add(Fault(path, "GET", rate=1))  # one byte a second, for ever
 
     error, elapsed = within(60, lambda: call(client_for(proxy.host, repo_name)))

@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from unpacked import transport
+from unpacked.auth import RealmCache
+from unpacked.config import client_settings
 from unpacked.errors import (
     AuthError,
     DigestMismatchError,
@@ -44,9 +45,10 @@ def write_docker_auth(directory: Path, host: str, user: str, password: str) -> N
     (directory / "config.json").write_text(json.dumps({"auths": {host: {"auth": auth}}}))
 
 
-def client_for(reg: LocalRegistry, repo: str, **settings: Any) -> RegistryClient:
+def client_for(reg: LocalRegistry, repo: str, realms: RealmCache | None = None, **settings: Any) -> RegistryClient:
     ref = parse_reference(f"{reg.host}/{repo}:latest")
-    return RegistryClient(ref, {"registries": {reg.host: {"insecure": True, "retries": 0, **settings}}})
+    config = {"registries": {reg.host: {"insecure": True, "retries": 0, **settings}}}
+    return RegistryClient(ref, client_settings(config, reg.host), realms)
 
 
 def small_image(marker: str) -> oci.Image:
@@ -272,26 +274,23 @@ def test_remembered_realm_skips_the_401_and_a_stale_one_is_learned_again(
 ) -> None:
     image = small_image(repo_name)
     oci.push(token_registry, repo_name, "v1", image)
-    realms = tmp_path / "realms.json"
-    try:
-        transport._REALMS.clear()
-        client_for(token_registry, repo_name).head_manifest(repo_name, "v1")
-        transport.save_realms(realms)
-        assert json.loads(realms.read_text())[token_registry.host]["realm"] == token_server.realm
-        # A new process that loads the remembered realm asks for its token before the first request.
-        transport._REALMS.clear()
-        transport.load_realms(realms)
-        fresh = client_for(token_registry, repo_name)
-        assert fresh.transport._learned.is_set()
-        assert fresh.head_manifest(repo_name, "v1") == image.digest
-        # A realm that no longer answers is forgotten and learned again from the registry's challenge.
-        transport._REALMS.clear()
-        realms.write_text(json.dumps({token_registry.host: {"realm": "http://127.0.0.1:9/token", "service": "x"}}))
-        transport.load_realms(realms)
-        assert client_for(token_registry, repo_name).head_manifest(repo_name, "v1") == image.digest
-        assert transport._REALMS[token_registry.host]["realm"] == token_server.realm
-    finally:
-        transport._REALMS.clear()
+    path = tmp_path / "realms.json"
+    learned = RealmCache()
+    client_for(token_registry, repo_name, learned).head_manifest(repo_name, "v1")
+    learned.save(path)
+    assert json.loads(path.read_text())[token_registry.host]["realm"] == token_server.realm
+    # A new process that loads the remembered realm asks for its token before the first request.
+    remembered = RealmCache()
+    remembered.load(path)
+    fresh = client_for(token_registry, repo_name, remembered)
+    assert fresh.transport._learned.is_set()
+    assert fresh.head_manifest(repo_name, "v1") == image.digest
+    # A realm that no longer answers is forgotten and learned again from the registry's challenge.
+    path.write_text(json.dumps({token_registry.host: {"realm": "http://127.0.0.1:9/token", "service": "x"}}))
+    stale = RealmCache()
+    stale.load(path)
+    assert client_for(token_registry, repo_name, stale).head_manifest(repo_name, "v1") == image.digest
+    assert (stale.get(token_registry.host) or {}).get("realm") == token_server.realm
 
 
 def test_token_with_credentials_from_docker_config(
@@ -489,7 +488,7 @@ def test_broken_docker_config(
 
 
 def test_tag_list_pagination() -> None:
-    pages = {
+    pages: dict[str, list[tuple[list[str], str | None]]] = {
         "a/b": [
             (["1.0", "1.1"], "/v2/a/b/tags/list?page=1&n=2"),  # relative, like distribution
             (["2.0"], "http://HOST/v2/a/b/tags/list?page=2"),  # absolute, same host
@@ -501,7 +500,8 @@ def test_tag_list_pagination() -> None:
     server = serve_pages(pages)
     try:
         ref = parse_reference(f"{server.host}/a/b:*")
-        client = RegistryClient(ref, {"registries": {server.host: {"insecure": True, "retries": 0}}})
+        config = {"registries": {server.host: {"insecure": True, "retries": 0}}}
+        client = RegistryClient(ref, client_settings(config, server.host))
         assert client.list_tags("a/b") == ["1.0", "1.1", "2.0", "3.0"]
         assert paths(server.requests()) == [
             "/v2/a/b/tags/list",

@@ -23,14 +23,15 @@ import pytest
 import urllib3.util.connection
 from test_workflow_failures import Workdir, good_image, tree
 
-from unpacked.config import validate_config
+from unpacked.config import client_settings, validate_config
 from unpacked.errors import AuthError, ConfigError, DigestMismatchError, NotFoundError, RegistryError
 from unpacked.recipe import parse_recipe
 from unpacked.reference import parse_reference
 from unpacked.registry import RegistryClient
 from unpacked.resolve import Resolver
+from unpacked.retries import MAX_WAIT
 from unpacked.state import Resolution
-from unpacked.transport import DEFAULT_MAX_CONNECTIONS, MAX_WAIT
+from unpacked.transport import DEFAULT_MAX_CONNECTIONS
 from unpacked.workflow import store_for
 
 from support import oci
@@ -49,7 +50,8 @@ def proxy(registry: LocalRegistry) -> Iterator[FaultProxy]:
 
 def client_for(proxy: FaultProxy, repo: str, **settings: Any) -> RegistryClient:
     ref = parse_reference(f"{proxy.host}/{repo}:latest")
-    return RegistryClient(ref, {"registries": {proxy.host: {"insecure": True, "retries": 3, **settings}}})
+    config = {"registries": {proxy.host: {"insecure": True, "retries": 3, **settings}}}
+    return RegistryClient(ref, client_settings(config, proxy.host))
 
 
 def resolve(host: str, tmp_path: Path, *entries: str, **settings: Any) -> Resolution:
@@ -98,7 +100,7 @@ def capture_info(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
 
 def gap(first: Any, second: Any) -> float:
     """Seconds between the end of one recorded request and the start of the next."""
-    return second.start - first.end
+    return float(second.start - first.end)
 
 
 # -------------------------------------------------------------------------------------------------

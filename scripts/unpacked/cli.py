@@ -66,13 +66,14 @@ def _image(store: Store, name: str) -> ResolvedImage:
 
 
 def cmd_fetch_blob(args: argparse.Namespace) -> None:
+    from .auth import RealmCache
     from .sync import RegistrySource, fetch_blob
-    from .transport import load_realms
 
     settings = _settings(args.settings)
     store = _store(settings)
-    load_realms(store.realms)  # fetch the token first instead of collecting a 401
-    fetch_blob(store, RegistrySource(settings), _image(store, args.image), args.digest)
+    realms = RealmCache()
+    realms.load(store.realms)  # fetch the token first instead of collecting a 401
+    fetch_blob(store, RegistrySource(settings, realms), _image(store, args.image), args.digest)
 
 
 def cmd_extract_layer(args: argparse.Namespace) -> None:

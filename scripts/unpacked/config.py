@@ -13,6 +13,7 @@ import yaml
 
 from .bounded import bounded_repr, bounded_text
 from .errors import ConfigError
+from .netsettings import RegistrySettings
 from .yamlfile import load_yaml_file, load_yaml_text, read_text
 
 # How much of a key in an error's path, and of a whole validation problem, an error shows.
@@ -26,7 +27,7 @@ def schema() -> dict[str, Any]:
     return document
 
 
-def _extend_with_defaults(validator_class: Any) -> Any:  # jsonschema's validator classes are untyped
+def _extend_with_defaults(validator_class: Any) -> type:
     """A validator that fills in `default` values while validating (jsonschema FAQ recipe)."""
     validate_properties = validator_class.VALIDATORS["properties"]
 
@@ -37,7 +38,10 @@ def _extend_with_defaults(validator_class: Any) -> Any:  # jsonschema's validato
                     instance.setdefault(name, copy.deepcopy(subschema["default"]))
         yield from validate_properties(validator, properties, instance, schema)
 
-    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})  # type: ignore[no-untyped-call]
+    extended: type = jsonschema.validators.extend(  # type: ignore[no-untyped-call]
+        validator_class, {"properties": set_defaults}
+    )
+    return extended
 
 
 _Validator = _extend_with_defaults(jsonschema.Draft202012Validator)
@@ -112,3 +116,22 @@ def limit_settings(config: dict[str, Any]) -> dict[str, Any]:
     limits: dict[str, Any] = validate_config({"limits": {}})["limits"]
     limits.update(config.get("limits", {}))
     return limits
+
+
+def client_settings(config: dict[str, Any], registry: str) -> RegistrySettings:
+    """The typed settings of `registry`'s client: its section and the limits, with the schema's defaults."""
+    settings = registry_settings(config, registry)
+    limits = limit_settings(config)
+    max_connections = settings.get("max_connections")
+    return RegistrySettings(
+        insecure=bool(settings["insecure"]),
+        timeout=float(settings["timeout"]),
+        retries=int(settings["retries"]),
+        deadline=float(settings["deadline"]),
+        min_rate=float(settings["min_rate"]),
+        max_connections=None if max_connections is None else int(max_connections),
+        manifest_bytes=int(limits["manifest_bytes"]),
+        config_bytes=int(limits["config_bytes"]),
+        username_env=settings.get("username_env"),
+        password_env=settings.get("password_env"),
+    )

@@ -88,12 +88,14 @@ def _from_docker_config(registry: str) -> Credentials | None:
     return None
 
 
-def lookup_credentials(registry: str, settings: dict[str, Any]) -> Credentials | None:
+def lookup_credentials(
+    registry: str, user_var: str | None = None, password_var: str | None = None
+) -> Credentials | None:
     """Credentials for `registry` (as written in the recipe), or None for anonymous access.
 
-    Order: the environment variables named in the registry's settings, then the Docker config.
+    Order: the environment variables named in the registry's settings (`username_env`,
+    `password_env`), then the Docker config.
     """
-    user_var, password_var = settings.get("username_env"), settings.get("password_env")
     if user_var and password_var:
         user, password = os.environ.get(user_var), os.environ.get(password_var)
         if user is None or password is None:

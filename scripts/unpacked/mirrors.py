@@ -16,7 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .config import registry_settings
+from .auth import RealmCache
+from .config import client_settings, registry_settings
 from .errors import DigestMismatchError, NotFoundError, RegistryError
 from .reference import ImageRef, parse_reference
 from .registry import RegistryClient
@@ -25,12 +26,20 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-def make_client(ref: ImageRef, config: dict[str, Any]) -> RegistryClient | MirroredClient:
-    """The client for `ref`'s registry: a plain one, or one that tries the configured mirrors first."""
+def make_client(ref: ImageRef, config: dict[str, Any], realms: RealmCache) -> RegistryClient | MirroredClient:
+    """The client for `ref`'s registry: a plain one, or one that tries the configured mirrors first.
+
+    `realms`: the run's token realms, shared by all its clients.
+    """
     mirrors = registry_settings(config, ref.registry).get("mirrors") or []
     if not mirrors:
-        return RegistryClient(ref, config)
-    return MirroredClient(ref, config, mirrors)
+        return _client(ref, config, realms)
+    return MirroredClient(ref, config, mirrors, realms)
+
+
+def _client(ref: ImageRef, config: dict[str, Any], realms: RealmCache) -> RegistryClient:
+    """A client with the settings and credentials of `ref`'s own registry (a mirror's never the upstream's)."""
+    return RegistryClient(ref, client_settings(config, ref.registry), realms)
 
 
 def mirror_ref(mirror: str, ref: ImageRef) -> ImageRef:
@@ -46,10 +55,10 @@ class MirroredClient:
     (down, 5xx after retries, refused credentials, wrong bytes) is skipped for the rest of the process.
     """
 
-    def __init__(self, ref: ImageRef, config: dict[str, Any], mirrors: list[str]) -> None:
+    def __init__(self, ref: ImageRef, config: dict[str, Any], mirrors: list[str], realms: RealmCache) -> None:
         self.registry = ref.registry
-        self.mirrors = [(m, RegistryClient(mirror_ref(m, ref), config)) for m in mirrors]
-        self.upstream = RegistryClient(ref, config)
+        self.mirrors = [(m, _client(mirror_ref(m, ref), config, realms)) for m in mirrors]
+        self.upstream = _client(ref, config, realms)
         self._down: set[str] = set()
         self._lock = threading.Lock()
 

@@ -15,19 +15,15 @@ from urllib.parse import urljoin, urlsplit
 
 import requests
 
-from .config import limit_settings, registry_settings
+from .auth import RealmCache
+from .bodies import Cap
 from .credentials import lookup_credentials
 from .errors import AnswerCutError, DigestMismatchError, NotFoundError, RegistryError, TooLargeError
 from .manifests import ACCEPT
+from .netsettings import RegistrySettings
 from .reference import ImageRef, validate_digest
-from .transport import (
-    DEFAULT_MAX_CONNECTIONS,
-    RESUME_ATTEMPTS,
-    Cap,
-    RegistryTransport,
-    resume_backoff,
-    retries_note,
-)
+from .retries import RESUME_ATTEMPTS, resume_backoff, retries_note
+from .transport import DEFAULT_MAX_CONNECTIONS, RegistryTransport
 
 log = logging.getLogger(__name__)
 # A blob whose bytes do not match its digest is fetched again from scratch this many times (a resumed
@@ -53,20 +49,21 @@ def sha256_digest(data: bytes) -> str:
 class RegistryClient:
     """API access to one registry (`api_host`), shared by every repository on it."""
 
-    def __init__(self, ref: ImageRef, config: dict) -> None:
-        settings = registry_settings(config, ref.registry)
+    def __init__(self, ref: ImageRef, settings: RegistrySettings, realms: RealmCache | None = None) -> None:
+        """`settings`: `config.client_settings(config, ref.registry)`; `realms`: the run's token realms."""
         self.registry = ref.registry
-        scheme = "http" if settings["insecure"] else ref.scheme
+        scheme = "http" if settings.insecure else ref.scheme
         self.base = f"{scheme}://{ref.api_host}"
-        self.limits = limit_settings(config)
+        self.settings = settings
         self.transport = RegistryTransport(
             ref.registry,
-            lookup_credentials(ref.registry, settings),
-            settings["timeout"],
-            settings["retries"],
-            settings.get("max_connections", DEFAULT_MAX_CONNECTIONS),
-            settings["deadline"],
-            settings["min_rate"],
+            lookup_credentials(ref.registry, settings.username_env, settings.password_env),
+            settings.timeout,
+            settings.retries,
+            DEFAULT_MAX_CONNECTIONS if settings.max_connections is None else settings.max_connections,
+            settings.deadline,
+            settings.min_rate,
+            realms,
         )
 
     def _check(self, response: requests.Response, what: str) -> requests.Response:
@@ -88,7 +85,7 @@ class RegistryClient:
 
     def list_tags(self, repository: str) -> list[str]:
         """Every tag, following `Link: <..>; rel="next"` verbatim and only on the same host."""
-        url = f"{self.base}/v2/{repository}/tags/list"
+        url: str | None = f"{self.base}/v2/{repository}/tags/list"
         tags: list[str] = []
         seen: set[str] = set()
         while url and url not in seen:
@@ -112,7 +109,7 @@ class RegistryClient:
 
     def _manifest_request(self, method: str, repository: str, reference: str, what: str) -> requests.Response:
         """HEAD or GET a manifest, accepting all four manifest types (else registries convert or 404)."""
-        most = self.limits["manifest_bytes"]
+        most = self.settings.manifest_bytes
         response = self.transport.request(
             method,
             f"{self.base}/v2/{repository}/manifests/{reference}",
@@ -232,7 +229,7 @@ class RegistryClient:
         the limit is refused before any request; bytes beyond either are never read.
         """
         what = f"registry {self.registry}: config {digest} of {repository}"
-        most = self.limits["config_bytes"]
+        most = self.settings.config_bytes
         if size is not None and size > most:
             msg = f"{what}: its manifest declares {size} bytes, more than {most} (setting limits.config_bytes); refused"
             raise TooLargeError(msg)

@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from .auth import RealmCache
 from .bounded import bounded_repr
 from .config import limit_settings
 from .errors import RecipeError, UnpackedError, UnsupportedImageError
@@ -34,7 +35,6 @@ from .reference import TAG_RE, ImageRef
 from .registry import RegistryClient, sha256_digest
 from .state import Failure, LayerRecord, Notice, Resolution, ResolvedImage, load_image, save_resolution
 from .store import ARCH_PART, MULTIARCH_DIR, Store
-from .transport import load_realms, save_realms
 
 log = logging.getLogger(__name__)
 # Nested indexes deeper than this are refused (a loop or a hostile index).
@@ -71,11 +71,13 @@ class Resolver:
         self.store = store
         self._clients: dict[str, RegistryClient | MirroredClient] = {}
         self._lock = threading.Lock()
+        # Token realms learned by every client of the run, remembered between runs (`run`).
+        self.realms = RealmCache()
 
     def client(self, ref: ImageRef) -> RegistryClient | MirroredClient:
         with self._lock:
             if ref.registry not in self._clients:
-                self._clients[ref.registry] = make_client(ref, self.config)
+                self._clients[ref.registry] = make_client(ref, self.config, self.realms)
             return self._clients[ref.registry]
 
     def _document(self, ref: ImageRef, digest: str, fetch_manifest: bool, size: int | None = None) -> bytes:
@@ -157,9 +159,9 @@ class Resolver:
         found: list[tuple[str | None, str, bytes, dict[str, Any] | None]] = []
         if media in INDEX_TYPES:
             missing_errors: list[PlatformMissing] = []
-            for text in platforms:
+            for one in platforms:
                 try:
-                    found.append((text, *self._follow_index(ref, source_digest, data, text)))
+                    found.append((one, *self._follow_index(ref, source_digest, data, one)))
                 except PlatformMissing as err:
                     missing_errors.append(err)
             if not found:
@@ -261,7 +263,7 @@ class Resolver:
 
     def run(self, recipe: Recipe) -> Resolution:
         result = Resolution()
-        load_realms(self.store.realms)
+        self.realms.load(self.store.realms)  # fetch each token first instead of collecting a 401
         workers = self.config["resolve_workers"]
 
         def failed(ref: ImageRef, err: Exception) -> None:
@@ -293,7 +295,7 @@ class Resolver:
                     result.notices.append(Notice(str(ref), missing))
         for changed in save_resolution(self.store, result):
             log.info("%s: changed upstream (manifest %s)", changed.reference, changed.manifest_digest)
-        save_realms(self.store.realms)
+        self.realms.save(self.store.realms)
         return result
 
 

@@ -19,6 +19,7 @@ import logging
 from pathlib import Path
 from typing import Any, Protocol
 
+from .auth import RealmCache
 from .extract import LayerIndex, extract_layer
 from .flatten import flatten_image
 from .fsutil import naming_failures
@@ -38,15 +39,19 @@ class BlobSource(Protocol):
 
 
 class RegistrySource:
-    """Blobs from the image's registry (or its mirrors), one client per registry."""
+    """Blobs from the image's registry (or its mirrors), one client per registry.
 
-    def __init__(self, settings: dict[str, Any]) -> None:
+    `realms`: token realms known from earlier runs (`Store.realms`), so that tokens are fetched first.
+    """
+
+    def __init__(self, settings: dict[str, Any], realms: RealmCache | None = None) -> None:
         self.settings = settings
+        self.realms = realms if realms is not None else RealmCache()
         self._clients: dict[str, RegistryClient | MirroredClient] = {}
 
     def fetch(self, image: ResolvedImage, digest: str, dest: Path, size: int | None) -> None:
         if image.registry not in self._clients:
-            self._clients[image.registry] = make_client(parse_reference(image.reference), self.settings)
+            self._clients[image.registry] = make_client(parse_reference(image.reference), self.settings, self.realms)
         self._clients[image.registry].download_blob(image.repository, digest, dest, size)
 
 
