@@ -70,7 +70,8 @@ from urllib3.util.retry import Retry
 from .credentials import Credentials
 from .deadlines import DeadlineAdapter, Exchange, current_exchange
 from .errors import AnswerCutError, AuthError, RegistryError, TooLargeError
-from .fsutil import json_bytes, write_if_changed
+from .fsutil import json_bytes
+from .safefs import write_if_changed
 
 log = logging.getLogger(__name__)
 
