@@ -146,15 +146,6 @@ def _image_labels(config: Mapping[str, Any]) -> dict[str, str]:
 # --------------------------------------------------------------------------- file system
 
 
-def _ensure_mount_point(root_fd: int, relpath: str) -> None:
-    """Create the directories of `relpath` where nothing exists; stop at the first non-directory.
-
-    A symlink (or file) anywhere on the path means the image has something there: Apptainer can
-    mount over it, and we must not create directories through it.
-    """
-    make_free_dirs(root_fd, relpath)
-
-
 def _put_etc_file(root_fd: int, name: str) -> None:
     """Leave an empty `etc/<name>` for Apptainer to bind over, unless the image has a symlink there.
 
@@ -227,10 +218,11 @@ def write_sandbox_files(
                 for sub in ("actions", "env"):
                     os.close(own_dir(sing_fd, sub))
                 step = "make mount point .singularity.d/libs"
-                _ensure_mount_point(sing_fd, "libs")
+                make_free_dirs(sing_fd, "libs")
                 for relpath in ROOT_MOUNT_POINTS:
+                    # A symlink or file on the path is the image's own: Apptainer mounts over it.
                     step = f"make mount point {relpath}"
-                    _ensure_mount_point(root_fd, relpath)
+                    make_free_dirs(root_fd, relpath)
                 for name, target in ROOT_SYMLINKS.items():
                     step = f"make symlink {name}"
                     _make_symlink(root_fd, name, target)
