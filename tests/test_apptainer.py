@@ -17,17 +17,14 @@ from typing import Any
 
 import pytest
 
-from unpacked.apptainer import (
+from unpacked.apptainer import SandboxError, base_image_labels, labels_json, write_sandbox_files
+from unpacked.shellscript import (
     NOTHING_TO_RUN_MESSAGE,
     OCI_EVAL_LINE,
-    SandboxError,
-    base_image_labels,
     env_script,
-    labels_json,
     runscript,
     shell_escape,
     single_quote,
-    write_sandbox_files,
 )
 
 PRINTF = shutil.which("printf") or "/usr/bin/printf"

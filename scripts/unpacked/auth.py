@@ -25,7 +25,8 @@ from requests.auth import AuthBase, _basic_auth_str
 
 from .credentials import Credentials
 from .errors import AuthError, RegistryError
-from .fsutil import json_bytes, write_if_changed
+from .fsutil import json_bytes
+from .safefs import write_if_changed
 
 # Seconds before a token's stated expiry at which we stop using it (clock skew, slow requests).
 TOKEN_EXPIRY_MARGIN = 10

@@ -24,8 +24,9 @@ from typing import BinaryIO
 
 from .compression import HashingReader, open_decompressed
 from .errors import ENVIRONMENT_ERRNOS, LayerError
-from .fsutil import fresh_staging, remove_tree, replace_dir
+from .fsutil import remove_tree
 from .paths import clean_entry_name, resolve_in_root, resolve_parent
+from .safefs import staged_dir
 
 log = logging.getLogger(__name__)
 WHITEOUT_PREFIX = ".wh."
@@ -266,18 +267,12 @@ def extract_layer(blob: Path, diff_id: str, dest: Path, what: str, max_bytes: in
     """Extract `blob` into `dest` (rootfs/ + layer.json), verifying its uncompressed digest."""
     if max_bytes is None:
         max_bytes = max_layer_bytes()
-    staging = fresh_staging(dest)
-    started = time.monotonic()
-    try:
+    with staged_dir(dest) as staging:
+        started = time.monotonic()
         os.mkdir(staging / "rootfs", 0o755)
         with open(blob, "rb") as raw:
             index = _extract_stream(raw, str(staging / "rootfs"), diff_id, what, max_bytes)
         (staging / "layer.json").write_text(json.dumps(asdict(index), indent=1) + "\n")
-        os.chmod(staging, 0o755)
-        replace_dir(staging, dest)
-    except BaseException:
-        remove_tree(staging)
-        raise
     log.info("%s: extracted %d entries in %.2f s", what, index.entries, time.monotonic() - started)
     return index
 
@@ -292,7 +287,7 @@ def _extract_stream(raw: BinaryIO, rootfs: str, diff_id: str, what: str, max_byt
     tar: tarfile.TarFile | None = None
     try:
         try:
-            with tarfile.open(fileobj=io.BufferedReader(hashing, 1 << 20), mode="r|", errorlevel=2) as tar:  # type: ignore[call-overload]
+            with tarfile.open(fileobj=io.BufferedReader(hashing, 1 << 20), mode="r|", errorlevel=2) as tar:
                 for member in tar:
                     current = member.name
                     try:
@@ -331,7 +326,11 @@ def _only_padding_missing(tar: tarfile.TarFile | None) -> bool:
     "unexpected end of data". Nothing of the content is missing, and the diff_id check still covers
     every byte, so such a stream ends the layer normally. Missing data is still an error.
     """
-    if tar is None or not tar.members or tar.members[-1].issparse():
+    if tar is None:
         return False
-    missing = tar.offset - tar.fileobj.tell()  # type: ignore[union-attr]
-    return 0 < missing <= -tar.members[-1].size % tarfile.BLOCKSIZE
+    # The members read so far; not in typeshed, and getmembers() would read on to the end.
+    members: list[tarfile.TarInfo] = tar.members  # type: ignore[attr-defined]
+    if not members or members[-1].issparse() or tar.fileobj is None:
+        return False
+    missing = tar.offset - tar.fileobj.tell()
+    return 0 < missing <= -members[-1].size % tarfile.BLOCKSIZE

@@ -18,11 +18,14 @@ import shutil
 import stat
 import time
 from pathlib import Path
+from typing import Any
 
+from .apptainer import write_sandbox_files
 from .errors import LayerError
 from .extract import LayerIndex, read_layer_index
-from .fsutil import copy_metadata, fresh_staging, remove_tree, replace_dir
+from .fsutil import copy_metadata, remove_tree
 from .paths import resolve_in_root, resolve_parent
+from .safefs import staged_dir
 
 log = logging.getLogger(__name__)
 
@@ -181,15 +184,14 @@ class _Flattener:
                 copy_metadata(full, *self.dir_meta[rel])
 
 
-def flatten_image(layer_dirs: list[Path], diff_ids: list[str], image_config: dict, dest: Path, what: str) -> int:
+def flatten_image(
+    layer_dirs: list[Path], diff_ids: list[str], image_config: dict[str, Any], dest: Path, what: str
+) -> int:
     """Build the flat image `dest` from extracted layers; return the number of files linked."""
-    from .apptainer import write_sandbox_files
-
     if len(layer_dirs) != len(diff_ids):
         raise LayerError(f"{what}: {len(layer_dirs)} layers for {len(diff_ids)} diff_ids")
-    staging = fresh_staging(dest)  # private while it is built
-    started = time.monotonic()
-    try:
+    with staged_dir(dest) as staging:  # private while it is built
+        started = time.monotonic()
         flattener = _Flattener(str(staging), what)
         for number, (layer_dir, diff_id) in enumerate(zip(layer_dirs, diff_ids, strict=True), start=1):
             index = read_layer_index(layer_dir)
@@ -203,11 +205,6 @@ def flatten_image(layer_dirs: list[Path], diff_ids: list[str], image_config: dic
         # Before the final directory modes: an image's read-only /etc or /var must still take them.
         write_sandbox_files(staging, image_config)
         flattener.finish()
-        os.chmod(staging, 0o755)
-        replace_dir(staging, dest)
-    except BaseException:
-        remove_tree(staging)
-        raise
     log.info(
         "%s: flattened %d layers, %d files in %.2f s",
         what,

@@ -1,14 +1,13 @@
-"""Small filesystem helpers: atomic writes, crash-safe removal of trees we own.
+"""Small filesystem helpers: crash-safe removal and copying of trees we own.
 
-Every product is created under a temporary name and renamed into place, and removed the other way
-round: renamed out of the way into a trash directory, then deleted there (`discard`). So a kill at
-any moment leaves a product whole under its name or not there at all, never half there.
+Every product is created under a temporary name and renamed into place (`safefs`), and removed the
+other way round: renamed out of the way into a trash directory, then deleted there (`discard`). So a
+kill at any moment leaves a product whole under its name or not there at all, never half there.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import json
 import os
@@ -24,43 +23,6 @@ from .errors import ENVIRONMENT_ERRNOS, StoreError, write_failure
 def json_bytes(document: object) -> bytes:
     """The one way state and metadata JSON is written: sorted keys, so equal content is equal bytes."""
     return (json.dumps(document, indent=1, sort_keys=True) + "\n").encode()
-
-
-def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Write `data` to `path` via a temporary file in the same directory and a rename.
-
-    Readers see the old content or the new, never a partial file. A symlink at `path` is replaced,
-    never written through.
-    """
-    tmp = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException as err:
-        if tmp is not None:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-        if isinstance(err, OSError):
-            raise write_failure(path, err) from err
-        raise
-
-
-def write_if_changed(path: Path, data: bytes) -> bool:
-    """Atomically write `data` unless `path` already holds exactly it; return True if written.
-
-    Keeping the mtime of unchanged files is what lets Snakemake skip unchanged images.
-    """
-    try:
-        if path.read_bytes() == data:
-            return False
-    except FileNotFoundError:
-        pass
-    write_atomic(path, data)
-    return True
 
 
 def make_removable(path: Path) -> None:
@@ -142,56 +104,6 @@ def naming_failures(path: Path) -> Iterator[None]:
         if err.errno not in ENVIRONMENT_ERRNOS:
             raise
         raise write_failure(path, err) from err
-
-
-_LIBC = ctypes.CDLL(None, use_errno=True)
-_AT_FDCWD = -100
-_RENAME_EXCHANGE = 2
-
-
-def exchange(first: Path, second: Path) -> bool:
-    """Swap two existing paths in one step (renameat2 RENAME_EXCHANGE): a reader sees one or the
-    other, never neither. False where the kernel or filesystem cannot (nothing changed then)."""
-    renameat2 = getattr(_LIBC, "renameat2", None)
-    if renameat2 is None:
-        return False
-    if renameat2(_AT_FDCWD, os.fsencode(first), _AT_FDCWD, os.fsencode(second), _RENAME_EXCHANGE) == 0:
-        return True
-    code = ctypes.get_errno()
-    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
-        return False
-    raise OSError(code, os.strerror(code), str(first), None, str(second))
-
-
-def replace_dir(staging: Path, final: Path) -> None:
-    """Move a finished directory into place. An older `final` is exchanged with it in one step where
-    the filesystem allows (else moved aside first), then removed."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    if not os.path.lexists(final):
-        os.rename(staging, final)
-        return
-    if exchange(staging, final):
-        remove_tree(staging)  # now the old tree; a kill leaves a `.tmp-` name, removed by the next build
-        return
-    aside = final.with_name(f".{final.name}.old-{os.getpid()}")
-    os.rename(final, aside)
-    os.rename(staging, final)
-    remove_tree(aside)
-
-
-def fresh_staging(dest: Path) -> Path:
-    """A new private directory to build `dest` in, next to it; leftovers of killed builds are removed.
-
-    Only one job builds a given digest at a time (Snakemake locks outputs), so any older staging
-    directory of the same `dest` belongs to a build that was interrupted.
-    """
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    for pattern in (f".{dest.name}.tmp-*", f".{dest.name}.old-*"):  # killed builds, killed swaps
-        for stale in dest.parent.glob(pattern):
-            remove_tree(stale)
-    staging = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
-    os.mkdir(staging, 0o700)
-    return staging
 
 
 def copy_tree(source: Path, dest: Path) -> None:

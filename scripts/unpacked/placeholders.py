@@ -15,7 +15,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from .fsutil import write_atomic
+from .safefs import write_atomic
 from .store import Store
 
 # Placeholders are small JSON files that begin with this key; nothing real does (blobs are verified

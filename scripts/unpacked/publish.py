@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from .errors import PublishError
-from .fsutil import copy_tree, discard, fresh_staging, naming_failures, remove_tree, replace_dir
+from .fsutil import copy_tree, discard, naming_failures
+from .safefs import replace_symlink, staged_dir
 from .state import ResolvedImage, SyncRecord, load_record, record_json
 from .store import METADATA_KEY_LENGTH, Store
 
@@ -48,11 +49,7 @@ def swap_symlink(link: Path, target: str) -> bool:
         raise PublishError(f"{link} is a real directory, not a link we published; remove it by hand")
     # No listing of the directory (a repository may have thousands of tags): one name per process;
     # one a killed job left behind is removed by `unpacked gc`.
-    tmp = link.with_name(f".{link.name}.link-{os.getpid()}")
-    with contextlib.suppress(FileNotFoundError):
-        tmp.unlink()
-    os.symlink(target, tmp)
-    os.replace(tmp, link)
+    replace_symlink(link, target, link.with_name(f".{link.name}.link-{os.getpid()}"))
     return True
 
 
@@ -83,14 +80,8 @@ class DirectoryPublisher:
     @staticmethod
     def copy_flat_in(built: Path, final_flat: Path) -> None:
         """Copy a flat image built elsewhere into the root, replacing whatever is at `final_flat`."""
-        staging = fresh_staging(final_flat)
-        try:
+        with staged_dir(final_flat) as staging:
             copy_tree(built, staging)
-            os.chmod(staging, 0o755)
-            replace_dir(staging, final_flat)
-        except BaseException:
-            remove_tree(staging)
-            raise
 
     def _write_metadata(self, image: ResolvedImage, changed: bool) -> None:
         store = self.store
@@ -114,16 +105,10 @@ class DirectoryPublisher:
         key = hashlib.sha256(b"".join(files.values())).hexdigest()[:METADATA_KEY_LENGTH]
         version = store.metadata_version(image.name, key)
         if not version.is_dir():
-            with naming_failures(version):
-                staging = fresh_staging(version)
-                try:
-                    for filename, data in files.items():
-                        (staging / filename).write_bytes(data)
-                    os.chmod(staging, 0o755)
-                    os.rename(staging, version)
-                except BaseException:
-                    remove_tree(staging)
-                    raise
+            # A version is named by its content: it is only ever made where none is, so plainly renamed.
+            with naming_failures(version), staged_dir(version, swap=False) as staging:
+                for filename, data in files.items():
+                    (staging / filename).write_bytes(data)
         previous = _link_target(meta)
         if meta.is_dir() and not meta.is_symlink():  # written by an older version: one real directory
             discard(meta, store.root_trash)

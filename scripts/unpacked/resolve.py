@@ -18,7 +18,6 @@ from .auth import RealmCache
 from .bounded import bounded_repr
 from .config import limit_settings
 from .errors import RecipeError, UnpackedError, UnsupportedImageError
-from .fsutil import write_atomic
 from .manifests import (
     INDEX_TYPES,
     check_image_config,
@@ -33,6 +32,7 @@ from .mirrors import MirroredClient, make_client
 from .recipe import Recipe
 from .reference import TAG_RE, ImageRef
 from .registry import RegistryClient, sha256_digest
+from .safefs import write_atomic
 from .state import Failure, LayerRecord, Notice, Resolution, ResolvedImage, load_image, save_resolution
 from .store import ARCH_PART, MULTIARCH_DIR, Store
 

@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UnpackedError
-from .fsutil import json_bytes, write_atomic, write_if_changed
+from .fsutil import json_bytes
+from .safefs import write_atomic, write_if_changed
 from .store import Store
 
 FORMAT = 1

@@ -24,8 +24,9 @@ from typing import Any
 from .errors import UnpackedError
 from .extract import extract_layer
 from .flatten import flatten_image
-from .fsutil import discard, replace_dir
+from .fsutil import discard
 from .publish import DirectoryPublisher
+from .safefs import replace_dir
 from .state import LayerRecord, ResolvedImage
 from .store import Store
 

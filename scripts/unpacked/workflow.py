@@ -16,11 +16,12 @@ from typing import IO, Any
 
 from .config import load_config_file, validate_config
 from .errors import ConfigError, UnpackedError
-from .fsutil import json_bytes, write_if_changed
+from .fsutil import json_bytes
 from .markers import drop_stale_markers
 from .placeholders import drop_placeholders
 from .recipe import Recipe, load_recipe
 from .resolve import Resolver
+from .safefs import write_if_changed
 from .state import Resolution, load_resolution
 from .store import Store, digest_hex
 

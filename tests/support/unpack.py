@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from unpacked.fsutil import write_atomic
+from unpacked.safefs import write_atomic
 from unpacked.state import LayerRecord, ResolvedImage
 from unpacked.store import Store
 from unpacked.sync import unpack_image

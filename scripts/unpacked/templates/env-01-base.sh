@@ -1,0 +1,2 @@
+#!/bin/sh
+# Base environment of the container: nothing to set here.

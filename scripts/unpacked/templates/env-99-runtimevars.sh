@@ -1,0 +1,17 @@
+#!/bin/sh
+# PATH changes asked for on the command line (--env PREPEND_PATH/APPEND_PATH/PATH) win over the image.
+
+if [ -n "${SING_USER_DEFINED_PREPEND_PATH:-}" ]; then
+    PATH="${SING_USER_DEFINED_PREPEND_PATH}:${PATH}"
+fi
+
+if [ -n "${SING_USER_DEFINED_APPEND_PATH:-}" ]; then
+    PATH="${PATH}:${SING_USER_DEFINED_APPEND_PATH}"
+fi
+
+if [ -n "${SING_USER_DEFINED_PATH:-}" ]; then
+    PATH="${SING_USER_DEFINED_PATH}"
+fi
+
+unset SING_USER_DEFINED_PREPEND_PATH SING_USER_DEFINED_APPEND_PATH SING_USER_DEFINED_PATH
+export PATH
