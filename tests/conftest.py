@@ -17,9 +17,17 @@ import pytest
 # Make `support` importable whatever pytest's import mode (importlib mode leaves sys.path alone).
 sys.path.insert(0, str(Path(__file__).parent))
 
+import support.workflow
 from support.registry import AuthMode, LocalRegistry
 from support.tokenserver import TokenServer
 from support.umoci_images import make_busybox_rootfs
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Before any fixture of `item` starts: only a test marked `workflow` may start Snakemake (the
+    support runner refuses otherwise), so that `pytest -m "not workflow"` is the fast loop it says."""
+    support.workflow.UNMARKED_TEST = None if item.get_closest_marker("workflow") else item.nodeid
 
 
 @pytest.fixture(scope="session", autouse=True)

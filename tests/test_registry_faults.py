@@ -21,7 +21,6 @@ from typing import Any
 
 import pytest
 import urllib3.util.connection
-from test_workflow_failures import Workdir, good_image, tree
 
 from unpacked.config import validate_config
 from unpacked.errors import AuthError, ConfigError, DigestMismatchError, NotFoundError, RegistryError
@@ -36,7 +35,7 @@ from unpacked.workflow import store_for
 from support import oci
 from support.proxy import Fault, FaultProxy
 from support.registry import LocalRegistry, free_port
-from support.workflow import REPO, snakemake_command
+from support.workflow import REPO, Workdir, good_image, snakemake_command, tree
 
 HEAD_MANIFEST = r"^/v2/.+/manifests/"
 
