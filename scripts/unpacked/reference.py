@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from .bounded import bounded_repr, bounded_text
@@ -48,6 +49,15 @@ def validate_digest(digest: str) -> str:
 
 def is_glob(tag: str) -> bool:
     return any(ch in _GLOB_CHARS for ch in tag)
+
+
+def matching_tags(tags: Iterable[object], pattern: str) -> list[str]:
+    """The valid tags among a registry's answer `tags` that the glob `pattern` matches, sorted, once each.
+
+    Tags become file names: one that is not a string or not a valid tag is never matched.
+    """
+    valid = {tag for tag in tags if isinstance(tag, str) and TAG_RE.match(tag)}
+    return sorted(tag for tag in valid if fnmatch.fnmatchcase(tag, pattern))
 
 
 @dataclass(frozen=True, order=True)
