@@ -16,13 +16,13 @@ from .errors import ImageReferenceError
 
 # Grammar from the distribution spec (reference/regexp.go), anchored.
 _COMPONENT = r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*"
-REPOSITORY_RE = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*$")
-TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
-DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
-_HOST_RE = re.compile(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)(?:\.[A-Za-z0-9-]+)*(?::\d{1,5})?$")
+REPOSITORY_RE = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*\Z")
+TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}\Z")
+DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}\Z")
+_HOST_RE = re.compile(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)(?:\.[A-Za-z0-9-]+)*(?::\d{1,5})?\Z")
 _GLOB_CHARS = set("*?[")
 # A glob may use the tag alphabet plus glob syntax.
-_TAG_GLOB_RE = re.compile(r"^[A-Za-z0-9_.\-*?\[\]!^]{1,128}$")
+_TAG_GLOB_RE = re.compile(r"^[A-Za-z0-9_.\-*?\[\]!^]{1,128}\Z")
 
 DOCKER_HUB_NAMES = {
     "docker.io",
