@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,11 +26,6 @@ def bad_diff_id_image() -> oci.Image:
     honest = oci.LayerBlob.from_tar(tar, "gzip", "oci")
     lying = oci.LayerBlob(honest.data, honest.media_type, oci.sha256(b"something else"))
     return oci.build_image([lying])
-
-
-@pytest.fixture
-def workdir(tmp_path: Path, registry: LocalRegistry) -> Iterator[Workdir]:
-    yield Workdir(tmp_path / "run", {registry.host: {"insecure": True}})
 
 
 def test_failing_images_do_not_stop_the_others(workdir: Workdir, registry: LocalRegistry, repo_name: str) -> None:
