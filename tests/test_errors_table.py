@@ -1,4 +1,4 @@
-"""errors.py and fsutil.py's pure parts by table: what a failed write says, how state JSON is written."""
+"""errors.py by table: what a failed write says, and what an operator can do about it."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from unpacked.errors import StoreError, write_failure
-from unpacked.fsutil import json_bytes, write_if_changed
 
 FULL = "the filesystem is full: free space (or run `unpacked gc`), then run again"
 
@@ -38,39 +37,3 @@ WRITE_FAILURES = [
 def test_write_failure(error: OSError, message: str) -> None:
     failure = write_failure(Path("/w/x"), error)
     assert isinstance(failure, StoreError) and str(failure) == message
-
-
-# (document, the bytes written: sorted keys, one-space indent, a final newline, ASCII)
-JSON = [
-    ({}, b"{}\n"),
-    ([], b"[]\n"),
-    ("x", b'"x"\n'),
-    ({"b": 1, "a": 2}, b'{\n "a": 2,\n "b": 1\n}\n'),
-    ({"a": [1, 2]}, b'{\n "a": [\n  1,\n  2\n ]\n}\n'),
-    ({"\u00e9": None}, b'{\n "\\u00e9": null\n}\n'),
-    ({"z": {"y": 1, "x": 2}}, b'{\n "z": {\n  "x": 2,\n  "y": 1\n }\n}\n'),  # nested keys sorted too
-]
-
-
-@pytest.mark.parametrize(("document", "data"), JSON)
-def test_json_bytes(document: object, data: bytes) -> None:
-    assert json_bytes(document) == data
-
-
-# (content on disk or None, content to write, written?)
-CHANGES: list[tuple[bytes | None, bytes, bool]] = [
-    (None, b"x", True),
-    (b"x", b"x", False),  # equal bytes: the file (and its mtime) is left alone
-    (b"x", b"y", True),
-    (b"x", b"x\n", True),
-    (b"", b"", False),
-]
-
-
-@pytest.mark.parametrize(("before", "after", "written"), CHANGES)
-def test_write_if_changed(tmp_path: Path, before: bytes | None, after: bytes, written: bool) -> None:
-    path = tmp_path / "deep" / "state.json"
-    if before is not None:
-        path.parent.mkdir()
-        path.write_bytes(before)
-    assert write_if_changed(path, after) is written and path.read_bytes() == after

@@ -1,18 +1,14 @@
 """gc.py's pure parts by table: which root paths are published names, which a recipe still wants, and
-how a plan lists itself; resolve.arch_directory and compression.detect, the other name and format rules."""
+how a plan lists and sums itself."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from unpacked.compression import detect
-from unpacked.errors import UnsupportedImageError
 from unpacked.gc import Plan, _wanted, is_published_name, summary
 from unpacked.recipe import parse_recipe
-from unpacked.resolve import arch_directory
 
 DIGEST = "sha256:" + "0a" * 32
 
@@ -109,58 +105,3 @@ def test_plan_lines(plan: Plan, lines: list[str]) -> None:
 )
 def test_summary(plan: Plan, text: str) -> None:
     assert summary(plan) == text
-
-
-# (an index entry's platform, its .multiarch directory)
-ARCH_DIRECTORIES: list[tuple[dict[str, Any], str]] = [
-    ({"os": "linux", "architecture": "amd64"}, "amd64"),
-    ({"os": "linux", "architecture": "arm64", "variant": "v8"}, "arm64:v8"),
-    ({"os": "linux", "architecture": "arm", "variant": "v7"}, "arm:v7"),
-    ({"os": "linux", "architecture": "arm64", "variant": ""}, "arm64"),
-    ({"os": "windows", "architecture": "amd64"}, "amd64"),  # the OS is not part of it
-    ({"architecture": "x" * 32}, "x" * 32),
-]
-
-
-@pytest.mark.parametrize(("platform", "directory"), ARCH_DIRECTORIES)
-def test_arch_directory(platform: dict[str, Any], directory: str) -> None:
-    assert arch_directory(platform, "idx") == directory
-
-
-@pytest.mark.parametrize(
-    "platform",
-    [
-        {},
-        {"architecture": ""},
-        {"architecture": "../x"},
-        {"architecture": "amd64", "variant": "../../x"},
-        {"architecture": "amd64/x"},
-        {"architecture": "arm64", "variant": "v8:x"},
-        {"architecture": 5},
-        {"architecture": ["amd64"]},
-        {"architecture": "x" * 33},
-        {"architecture": "amd64\n"},
-        {"architecture": "amd 64"},
-    ],
-)
-def test_arch_directory_refuses(platform: dict[str, Any]) -> None:
-    with pytest.raises(UnsupportedImageError, match=r"cannot name a \.multiarch directory"):
-        arch_directory(platform, "idx")
-
-
-# (first bytes of a layer blob, its compression, whatever its media type says)
-MAGIC = [
-    (b"\x1f\x8b\x08\x00", "gzip"),
-    (b"\x1f\x8b", "gzip"),
-    (b"\x28\xb5\x2f\xfd\x04", "zstd"),
-    (b"\x28\xb5\x2f", "none"),  # cut short: not zstd
-    (b"\x1f", "none"),
-    (b"", "none"),
-    (b"etc/\x00\x00", "none"),  # a tar header
-    (b"\x8b\x1f", "none"),
-]
-
-
-@pytest.mark.parametrize(("head", "kind"), MAGIC)
-def test_detect(head: bytes, kind: str) -> None:
-    assert detect(head) == kind
