@@ -17,9 +17,18 @@ import pytest
 # Make `support` importable whatever pytest's import mode (importlib mode leaves sys.path alone).
 sys.path.insert(0, str(Path(__file__).parent))
 
+import support.workflow
 from support.registry import AuthMode, LocalRegistry
 from support.tokenserver import TokenServer
 from support.umoci_images import make_busybox_rootfs
+from support.workflow import Workdir
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Before any fixture of `item` starts: only a test marked `workflow` may start Snakemake (the
+    support runner refuses otherwise), so that `pytest -m "not workflow"` is the fast loop it says."""
+    support.workflow.UNMARKED_TEST = None if item.get_closest_marker("workflow") else item.nodeid
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -102,6 +111,13 @@ def repo_name(request: pytest.FixtureRequest) -> str:
     """A valid, per-test repository name, so tests can share the session registries."""
     name = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")
     return f"test/{name[:120] or 'repo'}"
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, registry: LocalRegistry) -> Workdir:
+    """A workflow directory `tmp_path/run` for the session registry (plain HTTP); `configure` writes
+    its recipe and config, `run` runs Snakemake (tests that use it are marked `workflow`)."""
+    return Workdir(tmp_path / "run", {registry.host: {"insecure": True}})
 
 
 @pytest.fixture

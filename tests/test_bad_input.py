@@ -347,6 +347,7 @@ NO_NETWORK = {
     ],
     ids=["config alias bomb", "config not UTF-8", "recipe alias bomb", "recipe not UTF-8", "host-less entry"],
 )
+@pytest.mark.workflow
 def test_workflow_refuses_bad_input_before_writing_anything(
     registry: LocalRegistry, tmp_path: Path, repo_name: str, file: str, content: str | bytes, expected: str
 ) -> None:

@@ -30,8 +30,6 @@ from support.registry import LocalRegistry
 from support.tokenserver import TokenServer
 from support.workflow import run_workflow, workflow_env, write_config
 
-REPO = Path(__file__).resolve().parents[1]
-SNAKEMAKE = Path(sys.executable).with_name("snakemake")
 UNPACKED = [sys.executable, "-m", "unpacked.cli"]
 
 
@@ -96,14 +94,6 @@ def assert_no_secret(texts: dict[str, str], secrets: list[str]) -> None:
             assert secret not in text, f"a secret appears in {where}"
 
 
-def snakemake(directory: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    command = [
-        str(SNAKEMAKE), "--snakefile", str(REPO / "Snakefile"), "--workflow-profile",
-        str(REPO / "profiles" / "default"), "--directory", str(directory), "--cores", "2", *args,
-    ]  # fmt: skip
-    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=600, check=False)
-
-
 def workflow_dir(top: Path, recipe: list[str], registries: dict[str, Any], docker_config: dict[str, Any]) -> Path:
     directory = top / "run"
     (directory / "config").mkdir(parents=True)
@@ -125,6 +115,7 @@ def private(make_registry: Callable[..., LocalRegistry]) -> LocalRegistry:
 # -------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.workflow
 def test_creds_store_workflow_leaks_no_secret(private: LocalRegistry, tmp_path: Path) -> None:
     assert private.username and private.password and private.token_server
     image = small_image("private")
@@ -142,9 +133,9 @@ def test_creds_store_workflow_leaks_no_secret(private: LocalRegistry, tmp_path: 
     env = dict(
         os.environ,
         DOCKER_CONFIG=str(tmp_path / "docker"),
-        PATH=f"{tmp_path / 'bin'}:{SNAKEMAKE.parent}:{os.environ['PATH']}",
+        PATH=f"{tmp_path / 'bin'}:{workflow_env()['PATH']}",
     )
-    done = snakemake(directory, env)
+    done = run_workflow(directory, env=env)
     assert done.returncode == 0, done.stderr[-4000:]
     link = directory / "output" / private.host / "team/app:1.0"
     assert (link.parent / os.readlink(link) / "etc/marker").read_text() == "private\n"
@@ -164,6 +155,7 @@ def test_creds_store_workflow_leaks_no_secret(private: LocalRegistry, tmp_path: 
     assert_no_secret(texts, [private.password, basic, *tokens])
 
 
+@pytest.mark.workflow
 def test_wrong_password_fails_clearly_and_leaks_no_secret(private: LocalRegistry, tmp_path: Path) -> None:
     assert private.username and private.password and private.token_server
     oci.push(private, "team/app", "1.0", small_image("private"))
@@ -176,8 +168,8 @@ def test_wrong_password_fails_clearly_and_leaks_no_secret(private: LocalRegistry
         {private.host: {"insecure": True}},
         {"auths": {private.host: {"auth": auth}}},
     )
-    env = dict(os.environ, DOCKER_CONFIG=str(tmp_path / "docker"), PATH=f"{SNAKEMAKE.parent}:{os.environ['PATH']}")
-    done = snakemake(directory, env)
+    env = workflow_env(DOCKER_CONFIG=str(tmp_path / "docker"))
+    done = run_workflow(directory, env=env)
     assert done.returncode != 0
     assert f"token server refused user {private.username!r}" in done.stderr
     assert "wrong password?" in done.stderr
@@ -188,6 +180,7 @@ def test_wrong_password_fails_clearly_and_leaks_no_secret(private: LocalRegistry
     assert_no_secret(texts, [wrong, auth, private.password, *tokens])
 
 
+@pytest.mark.workflow
 def test_the_users_own_docker_config_is_never_read(make_registry: Callable[..., LocalRegistry], tmp_path: Path) -> None:
     """tests/conftest.py gives every test an empty DOCKER_CONFIG, so a credential in the real home's
     ~/.docker/config.json is not used: here a fake home holds a wrong password for this very registry,
@@ -272,6 +265,7 @@ def requests_in(reg: LocalRegistry) -> int:
     return log.count('"GET /v2/') + log.count('"HEAD /v2/')
 
 
+@pytest.mark.workflow
 def test_mirror_serves_while_upstream_is_down(make_registry: Callable[..., LocalRegistry], tmp_path: Path) -> None:
     mirror, upstream = make_registry(), make_registry()
     image = small_image("mirrored")
@@ -283,8 +277,8 @@ def test_mirror_serves_while_upstream_is_down(make_registry: Callable[..., Local
         {upstream.host: {"insecure": True, "retries": 0, "mirrors": [f"http://{mirror.host}"]}},
         {},
     )
-    env = dict(os.environ, DOCKER_CONFIG=str(tmp_path / "docker"), PATH=f"{SNAKEMAKE.parent}:{os.environ['PATH']}")
-    done = snakemake(directory, env)
+    env = workflow_env(DOCKER_CONFIG=str(tmp_path / "docker"))
+    done = run_workflow(directory, env=env)
     assert done.returncode == 0, done.stderr[-4000:]
     # Published under the upstream registry's name, with the image the mirror served.
     link = directory / "output" / upstream.host / "team/app:1.0"

@@ -43,10 +43,8 @@ from support import oci
 from support.loopback import LoopbackServer
 from support.registry import LocalRegistry
 from support.unpack import unpack
-from support.workflow import run_workflow, snakemake_command, workflow_env
+from support.workflow import run_workflow, snakemake_command, workflow_env, write_config
 
-REPO = Path(__file__).resolve().parents[1]
-SNAKEMAKE = Path(sys.executable).with_name("snakemake")
 CONFIG = {"architecture": "amd64", "os": "linux", "config": {"Env": ["PATH=/bin"], "Cmd": ["/bin/sh"]}}
 CANARY_MTIME = 1_000_000_000
 
@@ -836,16 +834,8 @@ def hostile_sync(tmp_path_factory: pytest.TempPathFactory, registry: LocalRegist
         make_canary(directory / "canary")
         canary_before = snapshot(directory / "canary")
         hosts = {"real": registry.host, "evil": evil.host}
-        (directory / "config").mkdir()
         recipe = [f"http://{hosts[c.registry]}/hostile/{name}:1" for name, c in WORKFLOW_CASES.items()]
-        (directory / "config" / "recipe.yaml").write_text(json.dumps(recipe))
-        settings = {
-            "recipe": "config/recipe.yaml",
-            "output_root": "output",
-            "work_dir": "work",
-            "registries": {host: {"insecure": True, "retries": 0} for host in hosts.values()},
-        }
-        (directory / "config" / "config.yaml").write_text(json.dumps(settings))
+        write_config(directory, recipe, {host: {"insecure": True, "retries": 0} for host in hosts.values()})
         env = workflow_env(**{MAX_LAYER_BYTES_ENV: str(BOMB_LIMIT)})
 
         def put(name: str, image: oci.Image, head: str | None = None) -> None:
@@ -878,6 +868,7 @@ def hostile_sync(tmp_path_factory: pytest.TempPathFactory, registry: LocalRegist
         evil.stop()
 
 
+@pytest.mark.workflow
 def test_workflow_run_with_hostile_images_fails_and_writes_nothing_outside(hostile_sync: HostileSync) -> None:
     """The run fails (some images are refused), the canary next to the output root is untouched, no
     staging directory is left, and nothing was planted outside an image tree or a layer's rootfs."""
@@ -890,6 +881,7 @@ def test_workflow_run_with_hostile_images_fails_and_writes_nothing_outside(hosti
     assert not list(base.rglob("*sha256:*")), "no digest string became a path"
 
 
+@pytest.mark.workflow
 @pytest.mark.parametrize("case", [name for name, c in WORKFLOW_CASES.items() if c.refused])
 def test_workflow_refuses_hostile_image_and_keeps_serving_the_previous_version(
     hostile_sync: HostileSync, case: str
@@ -916,6 +908,7 @@ def test_workflow_refuses_hostile_image_and_keeps_serving_the_previous_version(
     assert (hostile_sync.link(case) / "etc/id").read_text() == f"{case} v1\n"
 
 
+@pytest.mark.workflow
 def test_workflow_publishes_write_through_symlinks_inside_the_image(hostile_sync: HostileSync) -> None:
     """UNPACKED SAFELY: symlinks to the canary (absolute, relative) are followed inside the image; the
     new version is published and the previous one is left intact until garbage collection."""
@@ -931,6 +924,7 @@ def test_workflow_publishes_write_through_symlinks_inside_the_image(hostile_sync
     assert snapshot((link.parent / old_link).resolve()) == old_tree, "the previous flat image is unchanged"
 
 
+@pytest.mark.workflow
 def test_workflow_detects_compression_by_magic_bytes(hostile_sync: HostileSync) -> None:
     """UNPACKED: gzip labelled zstd, zstd labelled plain tar, plain tar labelled gzip."""
     flat = hostile_sync.link("lying-media-types").resolve()
@@ -1054,6 +1048,7 @@ def nobody_dir() -> Iterator[Path]:
         remove_tree(base)
 
 
+@pytest.mark.workflow
 def test_unprivileged_publisher_unpacks_and_deletes_everything(
     nobody_dir: Path, registry: LocalRegistry, repo_name: str
 ) -> None:
@@ -1109,6 +1104,7 @@ def test_unprivileged_publisher_unpacks_and_deletes_everything(
 # -------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.workflow
 def test_republishing_one_image_never_changes_another_that_shares_its_layers(
     tmp_path: Path, registry: LocalRegistry, repo_name: str
 ) -> None:
@@ -1133,11 +1129,8 @@ def test_republishing_one_image_never_changes_another_that_shares_its_layers(
     oci.push(registry, f"{repo_name}/a", "1", image_a)
     oci.push(registry, f"{repo_name}/b", "1", image_b)
     directory = tmp_path / "run"
-    (directory / "config").mkdir(parents=True)
     recipe = [f"http://{registry.host}/{repo_name}/{name}:1" for name in ("a", "b")]
-    (directory / "config" / "recipe.yaml").write_text(json.dumps(recipe))
-    settings = {"output_root": "output", "work_dir": "work", "registries": {registry.host: {"insecure": True}}}
-    (directory / "config" / "config.yaml").write_text(json.dumps(settings))
+    write_config(directory, recipe, {registry.host: {"insecure": True}})
     done = run_workflow(directory)
     assert done.returncode == 0, done.stdout + done.stderr[-5000:]
     link_a = directory / "output" / registry.host / repo_name / "a:1"

@@ -25,7 +25,6 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import serialization
-from test_workflow_failures import Workdir, good_image
 
 from unpacked.config import client_settings, validate_config
 from unpacked.errors import RegistryError
@@ -41,7 +40,7 @@ from support.loopback import LoopbackServer
 from support.proxy import Fault, FaultProxy, serve_pages
 from support.registry import LocalRegistry
 from support.tokenserver import self_signed
-from support.workflow import snakemake_command
+from support.workflow import Workdir, good_image, snakemake_command
 
 # The settings of every deadline test: each attempt may take 2 s, and is retried once.
 FAST = {"insecure": True, "timeout": 5, "deadline": 2, "retries": 1}

@@ -11,7 +11,6 @@ import json
 import os
 import re
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,9 +26,8 @@ from unpacked.workflow import store_for
 
 from support import oci
 from support.registry import LocalRegistry
+from support.workflow import run_workflow, workflow_env
 
-REPO = Path(__file__).resolve().parents[1]
-SNAKEMAKE = Path(sys.executable).with_name("snakemake")
 PLATFORMS = ["linux/amd64", "linux/arm64", "linux/ppc64le"]
 AMD64 = {"os": "linux", "architecture": "amd64"}
 ARM64_V8 = {"os": "linux", "architecture": "arm64", "variant": "v8"}
@@ -71,12 +69,7 @@ class Run:
         return self.directory / "output"
 
     def snakemake(self, *args: str) -> subprocess.CompletedProcess[str]:
-        command = [
-            str(SNAKEMAKE), "--snakefile", str(REPO / "Snakefile"), "--workflow-profile",
-            str(REPO / "profiles" / "default"), "--directory", str(self.directory), "--cores", "2", *args,
-        ]  # fmt: skip
-        env = dict(os.environ, PATH=f"{SNAKEMAKE.parent}:{os.environ['PATH']}", DOCKER_CONFIG=str(self.directory))
-        return subprocess.run(command, capture_output=True, text=True, env=env, timeout=600, check=False)
+        return run_workflow(self.directory, *args, env=workflow_env(DOCKER_CONFIG=str(self.directory)))
 
     def jobs(self, *args: str) -> tuple[list[tuple[str, str]], str]:
         done = self.snakemake(*args)
@@ -133,6 +126,7 @@ def run(unsynced: Run) -> Run:
     return unsynced
 
 
+@pytest.mark.workflow
 def test_first_sync_publishes_every_platform(run: Run) -> None:
     preview, done = run.first_preview, run.first_done
     assert sorted(preview) == sorted(done), "the dry-run must show exactly the work the run does"
@@ -159,6 +153,7 @@ def test_first_sync_publishes_every_platform(run: Run) -> None:
     assert record["config_digest"] == run.images["multi-arm64"].config_digest
 
 
+@pytest.mark.workflow
 def test_tag_without_a_platform_is_reported_not_fatal(run: Run) -> None:
     noarm = run.name("demo/noarm:1.0")
     assert (run.target(run.root / noarm) / "etc/arch").read_text() == "noarm amd64\n"
@@ -182,6 +177,7 @@ def test_tag_without_a_platform_is_reported_not_fatal(run: Run) -> None:
     ]
 
 
+@pytest.mark.workflow
 def test_noop_rerun_runs_no_job(run: Run) -> None:
     states = sorted((run.directory / "work/state").rglob("*.json"))
     assert any(".multiarch" in str(p) for p in states)
@@ -198,6 +194,7 @@ def test_noop_rerun_runs_no_job(run: Run) -> None:
     assert new.count('"HEAD /v2/') == 4, "one HEAD per tag per run (two runs, two tags)"
 
 
+@pytest.mark.workflow
 def test_moved_platform_rebuilds_that_platform_alone(run: Run) -> None:
     multi = run.name("demo/multi:latest")
     arm = arch_image("multi again", "arm64", "v8")

@@ -17,6 +17,7 @@ from support import registry as registry_module
 from support.registry import LocalRegistry, require_binary
 from support.tokenserver import TokenServer
 from support.umoci_images import add_layout_index, build_layout, skopeo_push
+from support.workflow import snakemake_command
 
 REGISTRY_KINDS = ["registry", "htpasswd_registry", "token_registry"]
 
@@ -227,3 +228,14 @@ def test_private_token_registry_without_anonymous_pull(
     )
     assert resp.status_code == 401
     assert oci.head_manifest(reg, "private/repo", "v1").status_code == 200
+
+
+def test_an_unmarked_test_cannot_start_snakemake(tmp_path: Path) -> None:
+    """`pytest -m "not workflow"` stays fast: the runner refuses a test without the `workflow` marker."""
+    with pytest.raises(AssertionError, match=r"mark it with @pytest\.mark\.workflow"):
+        snakemake_command(tmp_path)
+
+
+@pytest.mark.workflow
+def test_a_marked_test_may_start_snakemake(tmp_path: Path) -> None:
+    assert snakemake_command(tmp_path)[-2:] == ["--cores", "2"]

@@ -10,7 +10,6 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,13 +18,9 @@ from support import oci
 from support.lint_workflow import unexpected_lints
 from support.registry import LocalRegistry
 from support.tokenserver import TokenServer
-from support.workflow import run_workflow, snakemake_command, workflow_env, write_config
+from support.workflow import Workdir, good_image, snakemake_command, tree
 
 pytestmark = pytest.mark.workflow
-
-
-def good_image(text: str) -> oci.Image:
-    return oci.build_image([oci.TarLayer().add_dir("etc").add_file("etc/id", text.encode()).tar_bytes()])
 
 
 def bad_diff_id_image() -> oci.Image:
@@ -34,33 +29,6 @@ def bad_diff_id_image() -> oci.Image:
     honest = oci.LayerBlob.from_tar(tar, "gzip", "oci")
     lying = oci.LayerBlob(honest.data, honest.media_type, oci.sha256(b"something else"))
     return oci.build_image([lying])
-
-
-class Workdir:
-    def __init__(self, directory: Path, registries: dict[str, dict]) -> None:
-        self.directory = directory
-        self.registries = registries
-        (directory / "config").mkdir(parents=True, exist_ok=True)
-        self.env = workflow_env()
-
-    @property
-    def root(self) -> Path:
-        return self.directory / "output"
-
-    def configure(self, recipe: object) -> None:
-        write_config(self.directory, recipe, self.registries)
-
-    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return run_workflow(self.directory, *args, env=self.env)
-
-
-@pytest.fixture
-def workdir(tmp_path: Path, registry: LocalRegistry) -> Iterator[Workdir]:
-    yield Workdir(tmp_path / "run", {registry.host: {"insecure": True}})
-
-
-def tree(root: Path) -> list[str]:
-    return sorted(str(p.relative_to(root)) for p in root.rglob("*")) if root.exists() else []
 
 
 def test_failing_images_do_not_stop_the_others(workdir: Workdir, registry: LocalRegistry, repo_name: str) -> None:

@@ -38,9 +38,9 @@ from .state import image_paths, load_image_file
 from .store import ARCH_PART, MULTIARCH_DIR, Store
 
 log = logging.getLogger(__name__)
-_HEX = re.compile(r"^[0-9a-f]{64}$")
+_HEX = re.compile(r"^[0-9a-f]{64}\Z")
 # What killed jobs leave beside the products: staging directories, asides, temporary links, parts.
-_LEFTOVER = re.compile(r"^\.+[0-9a-f]{64}\.|^\..+\.link-\d+$")
+_LEFTOVER = re.compile(r"^\.+[0-9a-f]{64}\.|^\..+\.link-\d+\Z")
 
 
 @dataclass

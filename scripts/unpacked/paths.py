@@ -57,7 +57,7 @@ def resolve_in_root(root: str, rel: str, what: str) -> str:
         candidate = os.path.join(root, *stack, part)
         try:
             st = os.lstat(candidate)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):  # below a file: not there either
             stack.append(part)
             continue
         if stat.S_ISLNK(st.st_mode):

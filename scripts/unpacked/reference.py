@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from .bounded import bounded_repr, bounded_text
@@ -15,13 +16,13 @@ from .errors import ImageReferenceError
 
 # Grammar from the distribution spec (reference/regexp.go), anchored.
 _COMPONENT = r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*"
-REPOSITORY_RE = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*$")
-TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
-DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
-_HOST_RE = re.compile(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)(?:\.[A-Za-z0-9-]+)*(?::\d{1,5})?$")
+REPOSITORY_RE = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*\Z")
+TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}\Z")
+DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}\Z")
+_HOST_RE = re.compile(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)(?:\.[A-Za-z0-9-]+)*(?::\d{1,5})?\Z")
 _GLOB_CHARS = set("*?[")
 # A glob may use the tag alphabet plus glob syntax.
-_TAG_GLOB_RE = re.compile(r"^[A-Za-z0-9_.\-*?\[\]!^]{1,128}$")
+_TAG_GLOB_RE = re.compile(r"^[A-Za-z0-9_.\-*?\[\]!^]{1,128}\Z")
 
 DOCKER_HUB_NAMES = {
     "docker.io",
@@ -48,6 +49,15 @@ def validate_digest(digest: str) -> str:
 
 def is_glob(tag: str) -> bool:
     return any(ch in _GLOB_CHARS for ch in tag)
+
+
+def matching_tags(tags: Iterable[object], pattern: str) -> list[str]:
+    """The valid tags among a registry's answer `tags` that the glob `pattern` matches, sorted, once each.
+
+    Tags become file names: one that is not a string or not a valid tag is never matched.
+    """
+    valid = {tag for tag in tags if isinstance(tag, str) and TAG_RE.match(tag)}
+    return sorted(tag for tag in valid if fnmatch.fnmatchcase(tag, pattern))
 
 
 @dataclass(frozen=True, order=True)

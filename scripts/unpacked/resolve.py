@@ -7,7 +7,6 @@ is rewritten only when its content changes, so Snakemake reruns exactly the imag
 from __future__ import annotations
 
 import dataclasses
-import fnmatch
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -30,7 +29,7 @@ from .manifests import (
 )
 from .mirrors import MirroredClient, make_client
 from .recipe import Recipe
-from .reference import TAG_RE, ImageRef
+from .reference import ImageRef, matching_tags
 from .registry import RegistryClient, sha256_digest
 from .safefs import write_atomic
 from .state import Failure, LayerRecord, Notice, Resolution, ResolvedImage, load_image, save_resolution
@@ -106,8 +105,7 @@ class Resolver:
         assert ref.tag is not None
         tags = self.client(ref).list_tags(ref.api_repository)
         # Tags become file names: a registry's answer is not trusted to hold only valid ones.
-        valid = {t for t in tags if isinstance(t, str) and TAG_RE.match(t)}
-        matched = sorted(t for t in valid if fnmatch.fnmatchcase(t, ref.tag))
+        matched = matching_tags(tags, ref.tag)
         if not matched:
             raise UnpackedError(f"{ref}: the tag pattern {ref.tag!r} matches none of the {len(tags)} tags")
         most = limit_settings(self.config)["tags_per_entry"]

@@ -289,7 +289,8 @@ def load_published_marker(store: Store, name: str) -> PublishedMarker | None:
 
 
 def save_flat_marker(store: Store, marker: FlatMarker) -> None:
-    document = {key: value for key, value in vars(marker).items() if value not in (None, False)}
+    # Unset fields are left out; `files=0` is a count (0 == False, so `not in (None, False)` dropped it).
+    document = {key: value for key, value in vars(marker).items() if value is not None and value is not False}
     write_atomic(store.flat_marker(marker.config_digest), json.dumps(document, indent=1).encode())
 
 

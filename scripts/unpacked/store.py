@@ -36,11 +36,11 @@ from .reference import validate_digest
 
 # A metadata version directory is `.<leaf>.meta/<16 hex>/` beside the name's link.
 METADATA_KEY_LENGTH = 16
-_METADATA_KEY = re.compile(rf"^[0-9a-f]{{{METADATA_KEY_LENGTH}}}$")
+_METADATA_KEY = re.compile(rf"^[0-9a-f]{{{METADATA_KEY_LENGTH}}}\Z")
 # DUCC's directory of per-platform links: <root>/.multiarch/<arch>[:<variant>]/<registry>/<repo>:<tag>.
 MULTIARCH_DIR = ".multiarch"
 # One part of a platform (architecture or variant) as it may appear in a .multiarch directory name.
-ARCH_PART = re.compile(r"^[A-Za-z0-9_]{1,32}$")
+ARCH_PART = re.compile(r"^[A-Za-z0-9_]{1,32}\Z")
 
 
 # The work directory's layout: {hex} is a digest's hex, {xx} its first two characters, {name} a

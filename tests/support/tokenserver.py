@@ -83,7 +83,8 @@ class TokenServer:
         self._httpd.daemon_threads = True
         self.port: int = self._httpd.server_address[1]
         self.realm = f"http://127.0.0.1:{self.port}/token"
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        # A short poll: `stop()` waits for the serving loop to notice, 0.5 s by default (once per test).
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
         self._thread.start()
 
     # -- token issuing -------------------------------------------------------------------------

@@ -8,8 +8,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+from . import oci
+
 REPO = Path(__file__).resolve().parents[2]
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")
+
+# Set by the test session (conftest) to the id of a running test that lacks the `workflow` marker:
+# such a test may not start Snakemake, so that `pytest -m "not workflow"` stays fast. None elsewhere.
+UNMARKED_TEST: str | None = None
 
 
 def workflow_env(**extra: str) -> dict[str, str]:
@@ -19,6 +25,8 @@ def workflow_env(**extra: str) -> dict[str, str]:
 
 def snakemake_command(directory: Path, *args: str) -> list[str]:
     """`snakemake --cores 2` on the repository's Snakefile and default profile, in `directory`."""
+    if UNMARKED_TEST is not None:
+        raise AssertionError(f"{UNMARKED_TEST} runs Snakemake: mark it with @pytest.mark.workflow")
     return [
         str(SNAKEMAKE),
         "--snakefile",
@@ -54,3 +62,33 @@ def write_config(directory: Path, recipe: object, registries: dict[str, dict], *
     (directory / "config" / "recipe.yaml").write_text(text)
     config = {"recipe": "config/recipe.yaml", "output_root": "output", "work_dir": "work", "registries": registries}
     (directory / "config" / "config.yaml").write_text(json.dumps(config | settings))
+
+
+class Workdir:
+    """A workflow directory with its registries' settings: `configure` writes the recipe, `run` syncs."""
+
+    def __init__(self, directory: Path, registries: dict[str, dict], env: dict[str, str] | None = None) -> None:
+        self.directory = directory
+        self.registries = registries
+        (directory / "config").mkdir(parents=True, exist_ok=True)
+        self.env = env or workflow_env()
+
+    @property
+    def root(self) -> Path:
+        return self.directory / "output"
+
+    def configure(self, recipe: object, **settings: object) -> None:
+        write_config(self.directory, recipe, self.registries, **settings)
+
+    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return run_workflow(self.directory, *args, env=self.env)
+
+
+def good_image(text: str) -> oci.Image:
+    """One layer with `etc/id` holding `text`."""
+    return oci.build_image([oci.TarLayer().add_dir("etc").add_file("etc/id", text.encode()).tar_bytes()])
+
+
+def tree(root: Path) -> list[str]:
+    """Every path under `root`, relative and sorted ([] if it does not exist)."""
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*")) if root.exists() else []
