@@ -1,4 +1,5 @@
-"""fsutil.py's pure parts by table: how state JSON is written, and written only when it changed."""
+"""fsutil.json_bytes and safefs.write_if_changed by table: how state JSON is written, and written only when it
+changed."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from unpacked.fsutil import json_bytes, write_if_changed
+from unpacked.fsutil import json_bytes
+from unpacked.safefs import write_if_changed
 
 # (document, the bytes written: sorted keys, one-space indent, a final newline, ASCII)
 JSON = [
