@@ -57,7 +57,7 @@ def test_credentials_from_docker_config(
 ) -> None:
     (tmp_path / "config.json").write_text(json.dumps(document))
     monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
-    assert lookup_credentials(registry, {}) == expected
+    assert lookup_credentials(registry) == expected
 
 
 # (Docker config file content, what the refusal says)
@@ -78,13 +78,13 @@ def test_unusable_docker_config_is_an_auth_error(
     monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
     monkeypatch.setenv("PATH", str(tmp_path))  # no docker-credential-* program anywhere
     with pytest.raises(AuthError) as info:
-        lookup_credentials("quay.io", {})
+        lookup_credentials("quay.io")
     assert fragment in str(info.value)
 
 
 def test_no_docker_config_at_all_is_anonymous(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "nothing"))
-    assert lookup_credentials("quay.io", {}) is None
+    assert lookup_credentials("quay.io") is None
 
 
 # (settings, environment, credentials) -- the Docker config holds other credentials for every case
@@ -109,7 +109,7 @@ def test_credentials_from_the_environment(
     monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
     for name, value in environment.items():
         monkeypatch.setenv(name, value)
-    assert lookup_credentials("quay.io", settings) == expected
+    assert lookup_credentials("quay.io", settings.get("username_env"), settings.get("password_env")) == expected
 
 
 @pytest.mark.parametrize("unset", ["U", "P"])
@@ -118,7 +118,7 @@ def test_named_but_unset_variables_are_an_error(monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setenv("P", "p")
     monkeypatch.delenv(unset)
     with pytest.raises(AuthError) as info:
-        lookup_credentials("quay.io", {"username_env": "U", "password_env": "P"})
+        lookup_credentials("quay.io", "U", "P")
     assert str(info.value) == "registry quay.io: environment variables U and P must be set"
 
 

@@ -222,6 +222,7 @@ def flood(handler: BaseHTTPRequestHandler, seen: Seen, media_type: str, length: 
 # -- 1. every answer has a deadline ---------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("what", ["manifest", "tag list", "config", "layer"])
 def test_a_trickled_body_is_abandoned_at_its_deadline_and_retried_once(
     proxy: FaultProxy, registry: LocalRegistry, repo_name: str, tmp_path: Path, what: str
@@ -258,6 +259,7 @@ def test_a_trickled_body_is_abandoned_at_its_deadline_and_retried_once(
     assert not [p for p in tmp_path.iterdir() if p.name.startswith((".blob", "blob"))], "nothing written"
 
 
+@pytest.mark.slow
 def test_trickled_headers_are_abandoned_at_the_deadline(serve: Callable[..., tuple[str, Seen]]) -> None:
     digest = "sha256:" + "ab" * 32
     answer = f"HTTP/1.0 200 OK\r\nDocker-Content-Digest: {digest}\r\nContent-Length: 0\r\n\r\n".encode()
@@ -273,6 +275,7 @@ def test_trickled_headers_are_abandoned_at_the_deadline(serve: Callable[..., tup
     assert seen.sent < len(answer), "the headers were never read to their end"
 
 
+@pytest.mark.slow
 def test_trickled_headers_over_https_are_abandoned_at_the_deadline(
     serve: Callable[..., tuple[str, Seen]], tls: tuple[ssl.SSLContext, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -289,6 +292,7 @@ def test_trickled_headers_over_https_are_abandoned_at_the_deadline(
     assert seen.connections == 2, "one attempt and one retry (retries: 1)"
 
 
+@pytest.mark.slow
 def test_a_trickled_token_is_abandoned_at_the_deadline(serve: Callable[..., tuple[str, Seen]]) -> None:
     def answer(handler: BaseHTTPRequestHandler, seen: Seen) -> None:
         if handler.path.startswith("/token"):
@@ -315,6 +319,7 @@ def test_a_trickled_token_is_abandoned_at_the_deadline(serve: Callable[..., tupl
     assert seen.count("/token") == 2, "one attempt and one retry (retries: 1)"
 
 
+@pytest.mark.slow
 def test_a_slow_but_steady_blob_download_is_not_cut(
     proxy: FaultProxy, registry: LocalRegistry, repo_name: str, tmp_path: Path
 ) -> None:
@@ -328,6 +333,7 @@ def test_a_slow_but_steady_blob_download_is_not_cut(
     assert proxy.count("GET", "/blobs/") == 1, "never stopped"
 
 
+@pytest.mark.slow
 def test_the_watchdog_thread_ends_after_its_requests(
     proxy: FaultProxy, registry: LocalRegistry, repo_name: str
 ) -> None:

@@ -125,6 +125,7 @@ def thousand_tags(registry: LocalRegistry) -> str:
     return repo
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("link_style", ["relative", "absolute"])
 def test_thousand_tags_in_pages_glob_matches_last_page_only(
     proxy: FaultProxy, thousand_tags: str, link_style: str, tmp_path: Path
@@ -165,6 +166,7 @@ def test_tag_list_that_is_not_a_list_is_a_registry_error(proxy: FaultProxy, repo
 # -------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("form", ["seconds", "http-date"])
 def test_429_retry_after_is_honoured(proxy: FaultProxy, registry: LocalRegistry, repo_name: str, form: str) -> None:
     image = small_image(repo_name)
@@ -190,6 +192,7 @@ def test_429_asking_for_too_long_a_wait_gives_up_at_once(
     assert proxy.count("HEAD") == 1, "no retry into a wait of an hour"
 
 
+@pytest.mark.slow
 def test_unreadable_retry_after_falls_back_to_backoff(
     proxy: FaultProxy, registry: LocalRegistry, repo_name: str
 ) -> None:
@@ -200,6 +203,7 @@ def test_unreadable_retry_after_falls_back_to_backoff(
     assert [s.status for s in proxy.requests("HEAD")] == [429, 429, 200]
 
 
+@pytest.mark.slow
 def test_5xx_burst_is_retried_then_succeeds(proxy: FaultProxy, registry: LocalRegistry, repo_name: str) -> None:
     image = small_image(repo_name)
     oci.push(registry, repo_name, "v1", image)
@@ -260,6 +264,7 @@ def test_ratelimit_headers_are_logged(
     ]
 
 
+@pytest.mark.slow
 def test_concurrent_requests_per_registry_are_capped(
     proxy: FaultProxy, registry: LocalRegistry, repo_name: str, tmp_path: Path
 ) -> None:
@@ -271,6 +276,7 @@ def test_concurrent_requests_per_registry_are_capped(
     assert proxy.max_active == 2, "8 workers, but never more than 2 requests in flight"
 
 
+@pytest.mark.slow
 def test_concurrent_downloads_hold_their_slot_until_the_body_is_read(
     proxy: FaultProxy, registry: LocalRegistry, repo_name: str, tmp_path: Path
 ) -> None:
@@ -314,6 +320,7 @@ def test_registry_down_fails_fast_after_the_first_image(
 # -------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_connection_reset_mid_blob_resumes_with_range(
     proxy: FaultProxy, registry: LocalRegistry, repo_name: str, tmp_path: Path
 ) -> None:
@@ -358,6 +365,7 @@ def test_wrong_bytes_always_are_refused_and_nothing_is_written(
     assert proxy.count("GET", "/blobs/") == 2, "fetched once more, then refused"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("expiry", ["registry", "client"])
 def test_token_expiring_during_a_long_download(
     make_registry: Callable[..., LocalRegistry], repo_name: str, tmp_path: Path, expiry: str
@@ -386,6 +394,7 @@ def test_token_expiring_during_a_long_download(
             assert [s.status for s in ranged] == [401, 206], "refused mid-way, then renewed"
 
 
+@pytest.mark.slow
 def test_slow_registry_times_out_with_a_clear_error(proxy: FaultProxy, registry: LocalRegistry, repo_name: str) -> None:
     oci.push(registry, repo_name, "v1", small_image(repo_name))
     proxy.add(Fault(HEAD_MANIFEST, "HEAD", delay=3))
@@ -395,6 +404,7 @@ def test_slow_registry_times_out_with_a_clear_error(proxy: FaultProxy, registry:
     assert proxy.host in message and "no answer within 0.5 s" in message and "timeout" in message
 
 
+@pytest.mark.slow
 def test_stalled_blob_body_times_out_and_resumes(
     proxy: FaultProxy, registry: LocalRegistry, repo_name: str, tmp_path: Path
 ) -> None:

@@ -45,6 +45,10 @@ PATHS: list[tuple[Callable[[], Path], str]] = [
     (lambda: STORE.unresolved, "/w/failures/unresolved"),
     (lambda: STORE.work_trash, "/w/trash"),
     (lambda: STORE.root_trash, "/r/.trash"),
+    (lambda: STORE.placeholders, "/w/state/placeholders"),
+    (lambda: STORE.layer_rootfs(DIGEST), f"/w/layers/ab/{HEX}/rootfs"),
+    (lambda: STORE.metadata_root, "/r/.metadata"),
+    (lambda: STORE.record(NAME), "/r/.metadata/quay.io/org/app:1/record.json"),
     # sha256("") is e3b0c442 98fc1c14 9afbf4c8 996fb924 27ae41e4...: its first 32 hex characters name the key "".
     (lambda: STORE.failure_record("publish", ""), "/w/failures/publish-e3b0c44298fc1c149afbf4c8996fb924.json"),
 ]
@@ -70,6 +74,7 @@ PATTERNS = [
     ("log.flatten_image", "/w/logs/flatten_image/{hex}.log"),
     ("log.publish_image", "/w/logs/publish_image/{name}.log"),
     ("log.report_unresolved", "/w/logs/report_unresolved.log"),
+    ("run_settings", "/w/state/settings/{name}.json"),
 ]
 
 
@@ -159,3 +164,49 @@ def test_metadata_versions_lists_complete_versions_only(tmp_path: Path, entry: s
 
 def test_metadata_versions_of_a_name_never_published(tmp_path: Path) -> None:
     assert Store(tmp_path / "work", tmp_path / "root").metadata_versions(NAME) == []
+
+
+def _make(paths: list[Path]) -> None:
+    for path in paths:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("x")
+
+
+# (kind, entries made on disk relative to the store's base, the products listed, the dot-named listed)
+ON_DISK = [
+    (
+        "blob",
+        [f"w/blobs/sha256/{HEX}", "w/blobs/sha256/.part-1"],
+        [f"w/blobs/sha256/{HEX}"],
+        ["w/blobs/sha256/.part-1"],
+    ),
+    (
+        "layer",
+        [f"w/layers/ab/{HEX}/layer.json", "w/layers/ab/.tmp-x/f"],
+        [f"w/layers/ab/{HEX}"],
+        ["w/layers/ab/.tmp-x"],
+    ),
+    ("root.flat", [f"r/.flat/ab/{HEX}/f", "r/.flat/ab/.old/f"], [f"r/.flat/ab/{HEX}"], ["r/.flat/ab/.old"]),
+    ("built_flat", [f"w/flat/ab/{HEX}/f"], [f"w/flat/ab/{HEX}"], []),
+    ("run_settings", ["w/state/settings/k1.json", "w/state/settings/.k2.json.1.tmp"], ["w/state/settings/k1.json"], []),
+    ("blob", [], [], []),  # nothing on disk, not even the directory
+]
+
+
+@pytest.mark.parametrize(("what", "made", "products", "dot_named"), ON_DISK)
+def test_on_disk_and_beside(
+    tmp_path: Path, what: str, made: list[str], products: list[str], dot_named: list[str]
+) -> None:
+    store = Store(tmp_path / "w", tmp_path / "r")
+    _make([tmp_path / p for p in made])
+    assert (store.on_disk(what), [p for p in store.beside(what) if what != "run_settings"]) == (
+        [tmp_path / p for p in products],
+        [tmp_path / p for p in dot_named],
+    )
+
+
+def test_state_files_are_found_at_any_depth(tmp_path: Path) -> None:
+    store = Store(tmp_path / "w", tmp_path / "r")
+    names = [NAME, f".multiarch/arm64:v8/{NAME}", "localhost:5000/a:1"]
+    _make([store.state(name) for name in names])
+    assert store.state_files() == sorted(store.state(name) for name in names)
