@@ -71,6 +71,8 @@ REFUSED: list[tuple[object, str]] = [
     ({"output_root": None}, "config: output_root: "),
     ({"platforms": "linux/amd64"}, "config: platforms: "),
     ({"platforms": ["linux/"]}, "config: platforms/0: "),
+    ({"platforms": ["linux/amd64\n"]}, "config: platforms/0: "),  # \Z, not $: no trailing newline
+    ({"registries": {"q.io": {"mirrors": ["m.io\n"]}}}, "config: registries/q.io/mirrors/0: "),
     ({"resolve_workers": 1.5}, "config: resolve_workers: "),
     ({"offline": "true"}, "config: offline: "),  # words are parse_offline's job, before validation
 ]
