@@ -6,6 +6,7 @@ import base64
 import json
 import os
 import time
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from unpacked.reference import parse_reference
 from unpacked.registry import RegistryClient, sha256_digest
 
 from support import oci
+from support.loopback import LoopbackServer
 from support.proxy import paths, serve_pages
 from support.registry import LocalRegistry
 from support.tokenserver import TokenServer
@@ -517,3 +519,36 @@ def test_tag_list_pagination() -> None:
         assert [p for p in paths(server.requests()) if "evil" in p] == ["/v2/evil/x/tags/list"]
     finally:
         server.stop()
+
+
+def test_a_netrc_entry_is_never_sent_to_a_registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """requests would add ~/.netrc's password to any request without an auth object: the registry
+    client always passes its own, so credentials go only where the Docker config or settings say."""
+    seen: list[str | None] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append(self.headers.get("Authorization"))
+            body = json.dumps({"name": "a/b", "tags": ["1"]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = LoopbackServer(Handler)
+    try:
+        netrc = tmp_path / ".netrc"
+        netrc.write_text("machine 127.0.0.1 login netrc-user password netrc-secret\n")
+        netrc.chmod(0o600)
+        monkeypatch.setenv("NETRC", str(netrc))
+        monkeypatch.setenv("HOME", str(tmp_path))
+        ref = parse_reference(f"{server.host}/a/b:1")
+        client = RegistryClient(ref, client_settings({"registries": {server.host: {"insecure": True}}}, server.host))
+        assert client.list_tags("a/b") == ["1"]
+    finally:
+        server.stop()
+    assert seen == [None]
