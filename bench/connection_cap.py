@@ -37,9 +37,26 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from unpacked.connection_cap import ConnectionCap, PoolCap, SemaphoreCap
+from unpacked.connection_cap import ConnectionCap, PoolCap
 from unpacked.deadlines import DeadlineHTTPConnection
 from unpacked.transport import RegistryTransport
+
+
+class SemaphoreCap:
+    """The earlier design: N slots, one held from before a request is sent until its answer is read
+    or closed, over a pool that does not block."""
+
+    pool_block = False
+
+    def __init__(self, size: int) -> None:
+        self._slots = threading.BoundedSemaphore(size)
+
+    def acquire(self) -> None:
+        self._slots.acquire()
+
+    def release(self) -> None:
+        self._slots.release()
+
 
 BLOB = bytes(range(256)) * 4096  # 1 MiB
 SMALL = b'{"tags": []}'

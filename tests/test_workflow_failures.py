@@ -18,7 +18,7 @@ from support import oci
 from support.lint_workflow import unexpected_lints
 from support.registry import LocalRegistry
 from support.tokenserver import TokenServer
-from support.workflow import Workdir, good_image, snakemake_command, tree
+from support.workflow import SNAKEMAKE, Workdir, good_image, snakemake_command, tree
 
 pytestmark = pytest.mark.workflow
 
@@ -95,7 +95,7 @@ def test_ignored_failures_do_not_fail_the_run(workdir: Workdir, registry: LocalR
 
 def summary(workdir: Workdir) -> subprocess.CompletedProcess[str]:
     """`unpacked summary` as an operator runs it after a sync."""
-    command = [str(Path(snakemake_command(workdir.directory)[0]).with_name("unpacked")), "summary"]
+    command = [str(SNAKEMAKE.with_name("unpacked")), "summary"]
     return subprocess.run(command, cwd=workdir.directory, capture_output=True, text=True, check=False, timeout=60)
 
 

@@ -12,9 +12,9 @@
 Errors are caught here, once, and printed as one line naming the image and what to do. A job
 command exits 1 when it fails, or 0 after leaving placeholder outputs when its failure only touches
 `ignoreErrors` images (see placeholders.py): that is the whole of how a run's exit status is decided.
-This module
-only parses arguments and prints: the work is done by `sync` (the job commands), `gc`, `verify` and
-`failures`, imported by each command when it runs, so that a job's process loads only what it needs.
+This module only parses arguments and prints: the work is done by `jobs` and `sync` (the job
+commands), `gc`, `verify` and `failures`, imported by each command when it runs, so that a job's
+process loads only what it needs.
 """
 
 from __future__ import annotations

@@ -6,9 +6,9 @@ Two designs, measured against each other by bench/connection_cap.py:
   the N connections of the registry's pool; a streamed answer keeps its connection until it is read
   to the end or closed (requests' `Response.close` closes the connection and puts it back), so a
   blob stream abandoned half-read frees its slot as soon as its response is closed.
-- `SemaphoreCap` (the earlier design): a semaphore taken before each request and given back when
-  its answer is read or closed, over a pool that does not block. Kept so that the benchmark can
-  compare the two again when urllib3 changes.
+- the earlier design, a semaphore taken before each request and given back when its answer is read
+  or closed over a pool that does not block, is defined in the benchmark, which passes it in
+  through the same `ConnectionCap` interface to compare the two again when urllib3 changes.
 
 Measured (16 threads, N = 3, small answers, blobs abandoned half-read and blobs read whole): both
 keep at most N connections open at once, and neither loses a slot to an abandoned stream. The pool
@@ -21,7 +21,6 @@ still out: so the manager keeps `POOLS` hosts, more than a transport ever talks 
 
 from __future__ import annotations
 
-import threading
 from typing import Protocol
 
 # Hosts one transport keeps a pool for (registry, token server, redirect targets); far more than
@@ -49,18 +48,3 @@ class PoolCap:
 
     def release(self) -> None:
         pass
-
-
-class SemaphoreCap:
-    """N slots, one held from before a request is sent until its answer is read or closed."""
-
-    pool_block = False
-
-    def __init__(self, size: int) -> None:
-        self._slots = threading.BoundedSemaphore(size)
-
-    def acquire(self) -> None:
-        self._slots.acquire()
-
-    def release(self) -> None:
-        self._slots.release()

@@ -27,11 +27,12 @@ _MAX_SIZE = 64 << 10
 def is_placeholder(path: Path) -> bool:
     """True if `path` is a placeholder output (a file no bigger than a placeholder, with its key)."""
     try:
+        if path.stat().st_size > _MAX_SIZE:  # a blob or a layer: no need to open it
+            return False
         with path.open("rb") as handle:
-            head = handle.read(_MAX_SIZE + 1)
+            return handle.read(len(_MAGIC)) == _MAGIC
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
         return False
-    return len(head) <= _MAX_SIZE and head.startswith(_MAGIC)
 
 
 def failed_inputs(paths: list[Path]) -> list[Path]:

@@ -197,6 +197,7 @@ def configure(config: dict[str, Any] | Path, main_process: bool) -> Configured:
         config["offline"] = parse_offline(config["offline"])
     settings = validate_config(config)
     online = main_process and not settings["offline"]
+    # Read before anything is written: a refused recipe leaves no work directory behind.
     recipe = load_recipe(Path(settings["recipe"])) if online else None
     store = store_for(settings)
     check_layout(store)
