@@ -106,19 +106,22 @@ def test_a_second_invocation_cannot_change_a_running_sync(
         proxy.add(Fault(path=r"/blobs/", method="GET", delay=2.0))  # every download is slow
         run = tmp_path / "run"
         write_config(run, [f"http://{proxy.host}/{n}:1" for n in names], {proxy.host: {"insecure": True}})
-        running = subprocess.Popen(
-            snakemake_command(run, "--cores", "1"),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env=workflow_env(),
-        )
+        log = tmp_path / "running.log"
+        with log.open("w") as sink:  # the child keeps its own copy of the descriptor
+            running = subprocess.Popen(
+                snakemake_command(run, "--cores", "1"),
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+                text=True,
+                env=workflow_env(),
+            )
         try:
-            resolved = run / "work/state/resolved.json"
+            # Snakemake prints its job stats once the DAG is built: the main process has written all
+            # of its state by then (resolved.json alone comes before the realms are saved).
             deadline = time.monotonic() + 60
-            while not resolved.exists() and time.monotonic() < deadline:
+            while "Job stats:" not in log.read_text() and time.monotonic() < deadline:
                 time.sleep(0.05)
-            assert resolved.exists(), "the first sync never got past resolution"
+            assert "Job stats:" in log.read_text(), "the first sync never got past resolution"
             settings_before = (run / "work/state/settings.json").read_bytes()
             state_before = {p: p.read_bytes() for p in (run / "work/state").rglob("*.json")}
 
@@ -128,7 +131,8 @@ def test_a_second_invocation_cannot_change_a_running_sync(
             assert (run / "work/state/settings.json").read_bytes() == settings_before
             assert {p: p.read_bytes() for p in (run / "work/state").rglob("*.json")} == state_before
         finally:
-            output, _ = running.communicate(timeout=300)
+            running.wait(timeout=300)
+    output = log.read_text()
     assert running.returncode == 0, output
     assert not (run / "elsewhere").exists(), "the refused invocation's root must never be created"
     for number, name in enumerate(names):
