@@ -16,6 +16,7 @@ import pytest
 
 from support import oci
 from support.lint_workflow import unexpected_lints
+from support.proxy import Fault, FaultProxy
 from support.registry import LocalRegistry
 from support.tokenserver import TokenServer
 from support.workflow import SNAKEMAKE, Workdir, good_image, snakemake_command, tree
@@ -259,18 +260,32 @@ def test_kill_9_during_extraction_then_rerun_completes(
 
 
 def test_second_run_on_the_same_work_directory_waits_its_turn(
-    workdir: Workdir, registry: LocalRegistry, repo_name: str
+    tmp_path: Path, registry: LocalRegistry, repo_name: str
 ) -> None:
-    first = start_big_sync(workdir, registry, f"{repo_name}/big", files=30)
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not list((workdir.directory / "work/logs").rglob("*.log")):
-            time.sleep(0.01)  # the first run has resolved and started its jobs
-        assert first.poll() is None, "the first run ended too early for this test"
-        second = workdir.run("-n")
-        assert second.returncode != 0
-        assert "is in use by a running sync (pid" in second.stdout + second.stderr
-    finally:
-        first.wait(timeout=300)
-    assert first.returncode == 0
-    assert workdir.run("-n").returncode == 0, "free again once the first run has finished"
+    image = good_image("app\n")
+    oci.push(registry, f"{repo_name}/app", "1", image)
+    with FaultProxy(registry.url) as proxy:
+        # The layer download is held for 20 s: far longer than the second invocation takes to parse.
+        proxy.add(Fault(path=rf"/blobs/{image.layers[0].digest}", method="GET", delay=20.0))
+        workdir = Workdir(tmp_path / "run", {proxy.host: {"insecure": True}})
+        workdir.configure([f"http://{proxy.host}/{repo_name}/app:1"])
+        first = subprocess.Popen(
+            snakemake_command(workdir.directory),
+            env=workdir.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        try:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline and not list((workdir.directory / "work/logs").rglob("*.log")):
+                time.sleep(0.01)  # the first run has resolved and started its jobs
+            assert first.poll() is None, "the first run ended too early for this test"
+            second = workdir.run("-n")
+            assert first.poll() is None, "the first run ended while the second was checked"
+            assert second.returncode != 0
+            assert "is in use by a running sync (pid" in second.stdout + second.stderr
+        finally:
+            first.wait(timeout=300)
+        assert first.returncode == 0
+        assert workdir.run("-n").returncode == 0, "free again once the first run has finished"
