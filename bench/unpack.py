@@ -68,7 +68,8 @@ from pathlib import Path
 from unpacked.config import validate_config
 from unpacked.state import ResolvedImage
 from unpacked.store import Store
-from unpacked.sync import RegistrySource, unpack_image
+from unpacked.source import RegistrySource
+from unpacked.sync import unpack_image
 
 image = ResolvedImage.from_json(json.loads(sys.argv[2]))
 settings = validate_config({"registries": {image.registry: {"insecure": True}}})

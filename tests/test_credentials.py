@@ -23,7 +23,7 @@ from unpacked.config import validate_config
 from unpacked.recipe import parse_recipe
 from unpacked.resolve import Resolver
 from unpacked.state import Resolution
-from unpacked.workflow import store_for
+from unpacked.store import store_for
 
 from support import oci
 from support.registry import LocalRegistry

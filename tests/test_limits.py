@@ -33,7 +33,7 @@ from unpacked.reference import parse_reference
 from unpacked.registry import RegistryClient
 from unpacked.resolve import Resolver
 from unpacked.state import Resolution
-from unpacked.workflow import store_for
+from unpacked.store import store_for
 
 from support import oci
 from support.loopback import LoopbackServer

@@ -31,8 +31,8 @@ from unpacked.registry import RegistryClient
 from unpacked.resolve import Resolver
 from unpacked.retries import MAX_WAIT
 from unpacked.state import Resolution
+from unpacked.store import store_for
 from unpacked.transport import DEFAULT_MAX_CONNECTIONS
-from unpacked.workflow import store_for
 
 from support import oci
 from support.proxy import Fault, FaultProxy

@@ -17,8 +17,7 @@ from unpacked.recipe import Recipe, parse_recipe
 from unpacked.reference import parse_reference
 from unpacked.resolve import Resolver
 from unpacked.state import Resolution, load_image_file, load_resolution
-from unpacked.store import Store
-from unpacked.workflow import store_for
+from unpacked.store import Store, store_for
 
 from support import oci
 from support.loopback import LoopbackServer

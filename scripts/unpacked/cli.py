@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import UnpackedError
-from .store import Store
+from .store import Store, store_for
 
 if TYPE_CHECKING:
     from .state import ResolvedImage
@@ -51,8 +51,6 @@ def _settings(path: Path) -> dict[str, Any]:
 
 
 def _store(settings: dict[str, Any]) -> Store:
-    from .workflow import store_for
-
     return store_for(settings)
 
 
@@ -67,7 +65,8 @@ def _image(store: Store, name: str) -> ResolvedImage:
 
 def cmd_fetch_blob(args: argparse.Namespace) -> None:
     from .auth import RealmCache
-    from .sync import RegistrySource, fetch_blob
+    from .source import RegistrySource
+    from .sync import fetch_blob
 
     settings = _settings(args.settings)
     store = _store(settings)

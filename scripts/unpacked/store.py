@@ -31,6 +31,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .reference import validate_digest
 
@@ -242,3 +243,10 @@ class Store:
             return sorted(versions / n for n in os.listdir(versions) if _METADATA_KEY.match(n))
         except FileNotFoundError:
             return []
+
+
+def store_for(settings: dict[str, Any]) -> Store:
+    """The Store of a validated config (or a run's saved settings)."""
+    # A directory publisher builds flats inside the output root, so publishing is a rename away.
+    build_in_root = settings.get("publisher", {}).get("type", "directory") == "directory"
+    return Store(Path(settings["work_dir"]), Path(settings["output_root"]), build_in_root)

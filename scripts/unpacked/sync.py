@@ -8,7 +8,7 @@ and the steps they are made of, which the workflow's jobs run one by one (`unpac
 `publish_image`. Everything is content-addressed in the store, so a step whose product is there is
 skipped by `unpack_image`; the jobs always redo theirs (Snakemake asked for it).
 
-A source is where blobs come from (`RegistrySource` for the registries of a config; tests pass
+A source is where blobs come from (`source.RegistrySource` for the registries of a config; tests pass
 blobs from memory). It must verify what it writes against the digest.
 """
 
@@ -17,16 +17,12 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
-from .auth import RealmCache
 from .extract import LayerIndex, extract_layer
 from .flatten import flatten_image
 from .fsutil import naming_failures
-from .mirrors import MirroredClient, make_client
 from .publish import DirectoryPublisher
-from .reference import parse_reference
-from .registry import RegistryClient
 from .state import FlatMarker, ResolvedImage, save_flat_marker, save_published_marker
 from .store import Store
 
@@ -36,23 +32,6 @@ log = logging.getLogger(__name__)
 class BlobSource(Protocol):
     def fetch(self, image: ResolvedImage, digest: str, dest: Path, size: int | None) -> None:
         """Write the verified blob `digest` of `image` to `dest` (atomically), at most `size` bytes."""
-
-
-class RegistrySource:
-    """Blobs from the image's registry (or its mirrors), one client per registry.
-
-    `realms`: token realms known from earlier runs (`Store.realms`), so that tokens are fetched first.
-    """
-
-    def __init__(self, settings: dict[str, Any], realms: RealmCache | None = None) -> None:
-        self.settings = settings
-        self.realms = realms if realms is not None else RealmCache()
-        self._clients: dict[str, RegistryClient | MirroredClient] = {}
-
-    def fetch(self, image: ResolvedImage, digest: str, dest: Path, size: int | None) -> None:
-        if image.registry not in self._clients:
-            self._clients[image.registry] = make_client(parse_reference(image.reference), self.settings, self.realms)
-        self._clients[image.registry].download_blob(image.repository, digest, dest, size)
 
 
 def fetch_blob(store: Store, source: BlobSource, image: ResolvedImage, digest: str) -> bool:

@@ -23,14 +23,9 @@ from .recipe import Recipe, load_recipe
 from .resolve import Resolver
 from .safefs import write_if_changed
 from .state import Resolution, load_resolution
-from .store import Store, digest_hex
+from .store import Store, digest_hex, store_for
 
 log = logging.getLogger(__name__)
-
-
-def store_for(settings: dict[str, Any]) -> Store:
-    build_in_root = settings.get("publisher", {}).get("type", "directory") == "directory"
-    return Store(Path(settings["work_dir"]), Path(settings["output_root"]), build_in_root)
 
 
 @dataclass
