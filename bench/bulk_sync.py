@@ -27,8 +27,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from support import oci
 from support.registry import LocalRegistry
-
-SNAKEMAKE = Path(sys.executable).with_name("snakemake")
+from support.workflow import snakemake_command, workflow_env
 
 
 def populate(reg: LocalRegistry, images: int, files: int) -> list[str]:
@@ -51,18 +50,8 @@ def populate(reg: LocalRegistry, images: int, files: int) -> list[str]:
 
 def sync(directory: Path) -> tuple[float, int, int, str]:
     """Wall seconds, jobs run, peak RSS (MB) of the main process, and the log of one sync."""
-    command = [
-        str(SNAKEMAKE),
-        "--snakefile",
-        str(ROOT / "Snakefile"),
-        "--workflow-profile",
-        str(ROOT / "profiles" / "default"),
-        "--directory",
-        str(directory),
-        "--cores",
-        "2",
-    ]
-    env = dict(os.environ, PATH=f"{SNAKEMAKE.parent}:{os.environ['PATH']}")
+    command = snakemake_command(directory)  # --cores 2, the repository's Snakefile and default profile
+    env = workflow_env()
     log_path = directory / "sync.log"
     with open(log_path, "wb") as log:  # a file, not a pipe: a full pipe would block Snakemake
         started = time.monotonic()

@@ -112,7 +112,6 @@ def test_a_second_invocation_cannot_change_a_running_sync(
                 snakemake_command(run, "--cores", "1"),
                 stdout=sink,
                 stderr=subprocess.STDOUT,
-                text=True,
                 env=workflow_env(),
             )
         try:

@@ -222,6 +222,11 @@ def start_big_sync(workdir: Workdir, registry: LocalRegistry, repo: str, files: 
         big.add_file(f"data/blob{number}", os.urandom(2 << 20))
     oci.push(registry, repo, "1", oci.build_image([big.tar_bytes()]))
     workdir.configure([f"http://{registry.host}/{repo}:1"])
+    return start_sync(workdir)
+
+
+def start_sync(workdir: Workdir) -> subprocess.Popen[bytes]:
+    """Start syncing `workdir` in the background, in a session of its own (to kill it whole)."""
     return subprocess.Popen(
         snakemake_command(workdir.directory),
         env=workdir.env,
@@ -269,13 +274,7 @@ def test_second_run_on_the_same_work_directory_waits_its_turn(
         proxy.add(Fault(path=rf"/blobs/{image.layers[0].digest}", method="GET", delay=20.0))
         workdir = Workdir(tmp_path / "run", {proxy.host: {"insecure": True}})
         workdir.configure([f"http://{proxy.host}/{repo_name}/app:1"])
-        first = subprocess.Popen(
-            snakemake_command(workdir.directory),
-            env=workdir.env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+        first = start_sync(workdir)
         try:
             deadline = time.monotonic() + 120
             while time.monotonic() < deadline and not list((workdir.directory / "work/logs").rglob("*.log")):

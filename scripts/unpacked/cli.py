@@ -50,10 +50,6 @@ def _settings(path: Path) -> dict[str, Any]:
     return settings
 
 
-def _store(settings: dict[str, Any]) -> Store:
-    return store_for(settings)
-
-
 def _image(store: Store, name: str) -> ResolvedImage:
     from .state import load_image
 
@@ -69,7 +65,7 @@ def cmd_fetch_blob(args: argparse.Namespace) -> None:
     from .sync import fetch_blob
 
     settings = _settings(args.settings)
-    store = _store(settings)
+    store = store_for(settings)
     realms = RealmCache()
     realms.load(store.realms)  # fetch the token first instead of collecting a 401
     fetch_blob(store, RegistrySource(settings, realms), _image(store, args.image), args.digest)
@@ -78,14 +74,14 @@ def cmd_fetch_blob(args: argparse.Namespace) -> None:
 def cmd_extract_layer(args: argparse.Namespace) -> None:
     from .sync import extract_layer_blob
 
-    store = _store(_settings(args.settings))
+    store = store_for(_settings(args.settings))
     extract_layer_blob(store, args.digest, args.diff_id, f"layer {args.digest}")
 
 
 def cmd_flatten(args: argparse.Namespace) -> None:
     from .sync import build_flat
 
-    store = _store(_settings(args.settings))
+    store = store_for(_settings(args.settings))
     build_flat(store, _image(store, args.image))
 
 
@@ -94,7 +90,7 @@ def cmd_publish(args: argparse.Namespace) -> None:
     from .sync import publish_image
 
     settings = _settings(args.settings)
-    store = _store(settings)
+    store = store_for(settings)
     publish_image(store, make_publisher(settings, store), _image(store, args.image))
 
 
@@ -111,7 +107,7 @@ def cmd_summary(args: argparse.Namespace) -> None:
     from .state import load_resolution
 
     settings = _settings(args.settings)
-    store = _store(settings)
+    store = store_for(settings)
     found = collect(store, load_recipe(Path(settings["recipe"])), args.resolution_only)
     if not args.resolution_only:
         notes = notices_text(load_resolution(store).notices)
@@ -132,7 +128,7 @@ def cmd_gc(args: argparse.Namespace) -> None:
     from .workflow import hold_run_lock
 
     settings = _settings(args.settings)
-    store = _store(settings)
+    store = store_for(settings)
     hold_run_lock(store)  # never while a sync runs in this work directory
     recipe = load_recipe(Path(settings["recipe"])) if args.prune else None
     publisher = make_publisher(settings, store)
@@ -151,7 +147,7 @@ def cmd_verify(args: argparse.Namespace) -> None:
     from .workflow import hold_run_lock
 
     settings = _settings(args.settings)
-    store = _store(settings)
+    store = store_for(settings)
     hold_run_lock(store)  # a repair must not race a sync
     globs = args.names or ["*"]
     images = load_resolution(store).images
@@ -174,7 +170,7 @@ def _run_job(args: argparse.Namespace) -> int:
     settings = _settings(args.settings)
     key = args.image if args.command in ("flatten", "publish") else args.digest
     job = Job(args.command, key, getattr(args, "image", None), args.inputs, args.outputs)
-    return run_job(settings, _store(settings), job, lambda: args.func(args))
+    return run_job(settings, store_for(settings), job, lambda: args.func(args))
 
 
 def parser() -> argparse.ArgumentParser:
