@@ -25,7 +25,6 @@ configfile: "config/config.yaml"
 include: "rules/common.smk"
 include: "rules/fetch.smk"
 include: "rules/extract.smk"
-include: "rules/flatten.smk"
 include: "rules/publish.smk"
 include: "rules/report.smk"
 

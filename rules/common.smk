@@ -39,20 +39,12 @@ def get_diff_id(wildcards):
     return CONFIGURED.plan().diff_ids[wildcards.hex]
 
 
-def get_layers_of_flat(wildcards):
-    return CONFIGURED.plan().layer_markers_of_config(wildcards.hex)
+def get_layer_markers(wildcards):
+    return CONFIGURED.plan().layer_markers_of(wildcards.name)
 
 
 def get_config_blob(wildcards):
-    return CONFIGURED.plan().config_blob(wildcards.hex)
-
-
-def get_config_owner(wildcards):
-    return CONFIGURED.plan().config_owner[wildcards.hex]
-
-
-def get_flat_marker(wildcards):
-    return CONFIGURED.plan().flat_marker_of(wildcards.name)
+    return CONFIGURED.plan().config_blob_of(wildcards.name)
 
 
 def get_state_file(wildcards):

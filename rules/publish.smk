@@ -1,7 +1,10 @@
 rule publish_image:
+    """Builds the image's flat tree unless an earlier job (for another tag) did, then publishes the
+    name: one job per name, not two (a job's process costs more than a small flatten)."""
     input:
         state=get_state_file,
-        flat=get_flat_marker,
+        layers=get_layer_markers,
+        config=get_config_blob,
     output:
         marker=STORE.pattern("published_marker"),
     log:

@@ -22,7 +22,12 @@ def test_defaults_filled() -> None:
         "offline": False,
         "resolve_workers": 8,
         "publisher": {"type": "directory"},
-        "limits": {"manifest_bytes": 4 << 20, "config_bytes": 8 << 20, "tags_per_entry": 1000},
+        "limits": {
+            "manifest_bytes": 4 << 20,
+            "config_bytes": 8 << 20,
+            "prefetch_layer_bytes": 1 << 20,
+            "tags_per_entry": 1000,
+        },
         "registries": {},
     }
 

@@ -20,7 +20,11 @@ FILLED: list[tuple[dict[str, Any], tuple[str, ...], object]] = [
     ({}, ("offline",), False),
     ({}, ("resolve_workers",), 8),
     ({}, ("publisher",), {"type": "directory"}),
-    ({}, ("limits",), {"manifest_bytes": 4 << 20, "config_bytes": 8 << 20, "tags_per_entry": 1000}),
+    (
+        {},
+        ("limits",),
+        {"manifest_bytes": 4 << 20, "config_bytes": 8 << 20, "prefetch_layer_bytes": 1 << 20, "tags_per_entry": 1000},
+    ),
     ({}, ("registries",), {}),
     (
         {"registries": {"q.io": {}}},

@@ -270,15 +270,16 @@ def test_second_run_on_the_same_work_directory_waits_its_turn(
     image = good_image("app\n")
     oci.push(registry, f"{repo_name}/app", "1", image)
     with FaultProxy(registry.url) as proxy:
-        # The layer download is held for 20 s: far longer than the second invocation takes to parse.
+        # The layer download (while resolving: it is small) is held for 20 s: far longer than the
+        # second invocation takes to parse.
         proxy.add(Fault(path=rf"/blobs/{image.layers[0].digest}", method="GET", delay=20.0))
         workdir = Workdir(tmp_path / "run", {proxy.host: {"insecure": True}})
         workdir.configure([f"http://{proxy.host}/{repo_name}/app:1"])
         first = start_sync(workdir)
         try:
             deadline = time.monotonic() + 120
-            while time.monotonic() < deadline and not list((workdir.directory / "work/logs").rglob("*.log")):
-                time.sleep(0.01)  # the first run has resolved and started its jobs
+            while time.monotonic() < deadline and not (workdir.directory / "work/state/run.lock").exists():
+                time.sleep(0.01)  # the first run holds the lock: it is resolving
             assert first.poll() is None, "the first run ended too early for this test"
             second = workdir.run("-n")
             assert first.poll() is None, "the first run ended while the second was checked"

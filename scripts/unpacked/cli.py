@@ -4,7 +4,7 @@
     unpacked fetch-blob     download one verified blob into the store
     unpacked extract-layer  extract one layer blob
     unpacked flatten        build one flat image from its extracted layers
-    unpacked publish        link a published name to its flat image and write its metadata
+    unpacked publish        flatten (unless built), link a published name to it and write its metadata
     unpacked summary        print the last run's failures; exit 1 unless all are ignorable
     unpacked gc             remove unreferenced flats, layers and blobs; --prune unpublishes dropped names
     unpacked verify         compare flat images (and layers) with fresh builds from their records; --repair
@@ -170,7 +170,10 @@ def _run_job(args: argparse.Namespace) -> int:
     settings = _settings(args.settings)
     key = args.image if args.command in ("flatten", "publish") else args.digest
     job = Job(args.command, key, getattr(args, "image", None), args.inputs, args.outputs)
-    return run_job(settings, store_for(settings), job, lambda: args.func(args))
+    steps = [(args.command, lambda: args.func(args))]
+    if args.command == "publish":  # one job per name builds the flat image (if no tag did yet), then links it
+        steps.insert(0, ("flatten", lambda: cmd_flatten(args)))
+    return run_job(settings, store_for(settings), job, steps)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -197,7 +200,7 @@ def parser() -> argparse.ArgumentParser:
     extract.add_argument("--diff-id", required=True)
     flatten = job("flatten", cmd_flatten, "build one flat image")
     flatten.add_argument("--image", required=True)
-    publish = job("publish", cmd_publish, "publish one image")
+    publish = job("publish", cmd_publish, "build (unless built) and publish one image")
     publish.add_argument("--image", required=True)
     summary = job("summary", cmd_summary, "print this run's failures")
     summary.add_argument("--resolution-only", action="store_true", help="only entries that failed to resolve")

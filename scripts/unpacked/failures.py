@@ -37,10 +37,6 @@ def record_job_failure(store: Store, action: str, key: str, error: str, images: 
     save_job_failure(store, JobFailure(action, key, error, tuple(images), time.time()))
 
 
-def clear_job_failure(store: Store, action: str, key: str) -> None:
-    store.failure_record(action, key).unlink(missing_ok=True)
-
-
 def images_affected(resolution: Resolution, action: str, key: str) -> list[str]:
     """Every resolved image a failed job leaves out of date, not only the one it ran for.
 

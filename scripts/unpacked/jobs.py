@@ -13,10 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UnpackedError
-from .failures import all_ignored, clear_job_failure, images_affected, record_job_failure
 from .placeholders import failed_inputs, leave_placeholders
-from .recipe import load_recipe
-from .state import load_resolution
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -31,38 +28,49 @@ class Job:
     outputs: list[Path]
 
 
-def run_job(settings: dict[str, Any], store: Store, job: Job, work: Callable[[], None]) -> int:
-    """Run `work` as the job `job`; return the job's exit code."""
+# A job's work, one or more steps, each named by the action a failure of it is recorded as (the
+# publish job flattens, then publishes).
+Steps = list[tuple[str, Callable[[], None]]]
+
+
+def run_job(settings: dict[str, Any], store: Store, job: Job, steps: Steps) -> int:
+    """Run `steps` as the job `job`; return the job's exit code."""
     failed = failed_inputs(job.inputs)
     if failed:
         # An ignored failure upstream: nothing to build from, and nothing to report twice.
         leave_placeholders(store, job.outputs, f"input {failed[0]} failed")
         log.warning("%s: not run, its input %s stands for an ignored failure", job.action, failed[0])
         return 0
-    try:
-        work()
-    except UnpackedError as err:
-        log.error("%s", err)
-        return _failed(settings, store, job, err)
-    except Exception as err:  # an unexpected failure still names the job and is recorded
-        log.error("%s: %s: %s", job.action, type(err).__name__, err)
-        return _failed(settings, store, job, err)
-    # A job that succeeds takes back the failure an earlier (e.g. offline) attempt recorded.
-    clear_job_failure(store, job.action, job.key)
+    for action, work in steps:
+        try:
+            work()
+        except UnpackedError as err:
+            log.error("%s", err)
+            return _failed(settings, store, job, action, err)
+        except Exception as err:  # an unexpected failure still names the job and is recorded
+            log.error("%s: %s: %s", action, type(err).__name__, err)
+            return _failed(settings, store, job, action, err)
+        # A step that succeeds takes back the failure an earlier (e.g. offline) attempt recorded.
+        store.failure_record(action, job.key).unlink(missing_ok=True)
     return 0
 
 
-def _failed(settings: dict[str, Any], store: Store, job: Job, err: Exception) -> int:
+def _failed(settings: dict[str, Any], store: Store, job: Job, action: str, err: Exception) -> int:
     """Record the failure for the end-of-run summary; 0 (placeholders left) if it only touches
     ignored images, else 1."""
+    # Imported here: only a failing job needs the recipe (and its YAML loader) and the resolution.
+    from .failures import all_ignored, images_affected, record_job_failure
+    from .recipe import load_recipe
+    from .state import load_resolution
+
     try:
         resolution = load_resolution(store)
-        affected = images_affected(resolution, job.action, job.key)
-        if job.action == "fetch-blob" and affected == [job.key] and job.image:
+        affected = images_affected(resolution, action, job.key)
+        if action == "fetch-blob" and affected == [job.key] and job.image:
             affected = [job.image]
-        record_job_failure(store, job.action, job.key, str(err), affected)
+        record_job_failure(store, action, job.key, str(err), affected)
         if job.outputs and all_ignored(resolution, load_recipe(Path(settings["recipe"])), affected):
-            leave_placeholders(store, job.outputs, f"{job.action}: {err}")
+            leave_placeholders(store, job.outputs, f"{action}: {err}")
             log.warning(
                 "the failure only touches images matching ignoreErrors (%s): the run goes on", ", ".join(affected)
             )

@@ -1,7 +1,8 @@
 """Self-repair before the DAG: a marker whose product is gone or wrong is removed, so it is rebuilt.
 
-Snakemake sees only the markers (`<work>/published/<name>.json`, `<work>/flats/<hex>.json`,
-`<work>/layers/xx/<hex>/layer.json`), not the products they stand for. A link, a flat image or a
+Snakemake sees only the markers (`<work>/published/<name>.json`, `<work>/layers/xx/<hex>/layer.json`;
+`<work>/flats/<hex>.json` is written by the publish job that built a flat image), not the products
+they stand for. A link, a flat image or a
 whole output root removed by hand, or a changed `output_root`, would otherwise stay broken while
 every run says "Nothing to be done". The checks are cheap (a few `lstat`/`readlink` per name, no
 file contents read); `unpacked verify` compares the trees themselves.
@@ -66,7 +67,11 @@ def drop_stale_markers(store: Store, images: dict[str, ResolvedImage]) -> list[s
     for config in sorted(configs):
         flat = store.built_flat(config)
         if store.flat_marker(config).exists() and not flat.is_dir():
+            # The publish jobs of its names build it: they run again once unmarked.
             _unmark(store.flat_marker(config))
+            for name, image in sorted(images.items()):
+                if image.config_digest == config:
+                    _unmark(store.published_marker(name))
             found.append(f"flat image {flat} is missing; building it again")
     for digest in sorted(layers):
         rootfs = store.layer_rootfs(digest)

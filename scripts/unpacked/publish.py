@@ -17,7 +17,6 @@ re-points its link; the old flat image stays until garbage collection.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import logging
 import os
@@ -30,7 +29,7 @@ from typing import Any
 
 from .errors import PublishError
 from .fsutil import copy_tree, discard, naming_failures
-from .safefs import replace_symlink, staged_dir
+from .safefs import held_lock, replace_symlink, staged_dir
 from .state import ResolvedImage, SyncRecord, load_record, record_json
 from .store import METADATA_KEY_LENGTH, Store
 
@@ -151,10 +150,7 @@ class HookPublisher(DirectoryPublisher):
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
-        lock_path = self.store.publish_lock
-        lock_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(lock_path, "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with held_lock(self.store.publish_lock):
             self._run("begin")
             try:
                 yield

@@ -29,7 +29,7 @@ from .manifests import (
 )
 from .mirrors import MirroredClient, make_client
 from .recipe import Recipe
-from .reference import ImageRef, matching_tags
+from .reference import ImageRef, matching_tags, parse_reference
 from .registry import RegistryClient, sha256_digest
 from .safefs import write_atomic
 from .state import Failure, LayerRecord, Notice, Resolution, ResolvedImage, load_image, save_resolution
@@ -291,10 +291,43 @@ class Resolver:
                 if missing:
                     log.warning("%s: no image for platform(s) %s (not fatal)", ref, ", ".join(missing))
                     result.notices.append(Notice(str(ref), missing))
-        for changed in save_resolution(self.store, result):
-            log.info("%s: changed upstream (manifest %s)", changed.reference, changed.manifest_digest)
+        changed = save_resolution(self.store, result)
+        for image in changed:
+            log.info("%s: changed upstream (manifest %s)", image.reference, image.manifest_digest)
+        self.prefetch_small_layers(changed)
         self.realms.save(self.store.realms)
         return result
+
+    def prefetch_small_layers(self, images: list[ResolvedImage]) -> None:
+        """Download the small layer blobs of `images` here, beside the manifests and configs.
+
+        A job's process costs more than a small download (a Python start and the HTTP stack: about
+        0.3 s of CPU against milliseconds of transfer), so layers up to `limits.prefetch_layer_bytes`
+        are fetched like configs; bigger ones by their `fetch_blob` job. Best effort: a blob that
+        fails here is left to its job, which retries it and reports the failure against its images.
+        """
+        most = limit_settings(self.config)["prefetch_layer_bytes"]
+        wanted: dict[str, tuple[ResolvedImage, LayerRecord]] = {}
+        for image in images:
+            for layer in image.layers:
+                if 0 <= layer.size <= most and layer.digest not in wanted and self._lacks(layer.digest):
+                    wanted[layer.digest] = (image, layer)
+        if not wanted:
+            return
+        with ThreadPoolExecutor(max_workers=self.config["resolve_workers"]) as pool:
+            for done in [pool.submit(self._prefetch, image, layer) for image, layer in wanted.values()]:
+                done.result()
+        log.info("fetched %d small layer blob(s) while resolving", len(wanted))
+
+    def _lacks(self, digest: str) -> bool:
+        return not self.store.layer_marker(digest).exists() and not self.store.blob(digest).exists()
+
+    def _prefetch(self, image: ResolvedImage, layer: LayerRecord) -> None:
+        ref = parse_reference(image.reference)
+        try:
+            self.client(ref).download_blob(image.repository, layer.digest, self.store.blob(layer.digest), layer.size)
+        except Exception as err:  # the fetch_blob job tries again and reports it
+            log.warning("%s: layer %s not fetched while resolving (its job retries): %s", ref, layer.digest, err)
 
 
 def _named(err: Exception) -> Exception:

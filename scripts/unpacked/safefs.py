@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import fcntl
 import os
 import secrets
 import shutil
@@ -168,6 +169,15 @@ def staged_dir(dest: Path, *, swap: bool = True) -> Iterator[Path]:
     except BaseException:
         remove_tree(staging)
         raise
+
+
+@contextlib.contextmanager
+def held_lock(path: Path) -> Iterator[None]:
+    """An exclusive flock on `path` (created if absent) for the block: other processes wait."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file is closed, also by a killed process
+        yield
 
 
 # --------------------------------------------------------------------------- hostile trees (dir fds)

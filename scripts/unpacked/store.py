@@ -51,13 +51,13 @@ WORK_LAYOUT = {
     "layer": "layers/{xx}/{hex}",
     "layer_marker": "layers/{xx}/{hex}/layer.json",
     "flat_marker": "flats/{hex}.json",
+    "flat_lock": "flats/{hex}.lock",
     "built_flat": "flat/{xx}/{hex}",
     "published_marker": "published/{name}.json",
     "state": "state/images/{name}.json",
     "unresolved": "failures/unresolved",
     "log.fetch_blob": "logs/fetch_blob/{hex}.log",
     "log.extract_layer": "logs/extract_layer/{xx}/{hex}.log",
-    "log.flatten_image": "logs/flatten_image/{hex}.log",
     "log.publish_image": "logs/publish_image/{name}.log",
     "log.report_unresolved": "logs/report_unresolved.log",
     "run_settings": "state/settings/{name}.json",
@@ -196,8 +196,13 @@ class Store:
         return self._at("published_marker", name=name)
 
     def flat_marker(self, config_digest: str) -> Path:
-        """Written by the flatten job once the flat image is complete under its final name."""
+        """Written once the flat image is complete under its final name (by the first publish job of
+        a name with this config)."""
         return self._at("flat_marker", config_digest)
+
+    def flat_lock(self, config_digest: str) -> Path:
+        """Held while the flat image is checked for and built: tags of one image publish side by side."""
+        return self._at("flat_lock", config_digest)
 
     def flat(self, config_digest: str) -> Path:
         return self._at("root.flat", config_digest)

@@ -3,10 +3,11 @@
     unpack_image(store, source, image)             fetch what is missing, extract each layer, flatten
     sync_image(store, source, publisher, image)    unpack_image, then publish
 
-and the steps they are made of, which the workflow's jobs run one by one (`unpacked fetch-blob`,
-`extract-layer`, `flatten`, `publish`): `fetch_blob`, `extract_layer_blob`, `build_flat`,
-`publish_image`. Everything is content-addressed in the store, so a step whose product is there is
-skipped by `unpack_image`; the jobs always redo theirs (Snakemake asked for it).
+and the steps they are made of: `fetch_blob`, `extract_layer_blob`, `build_flat`, `publish_image`,
+which the workflow's jobs run (`unpacked fetch-blob`, `extract-layer`, and `publish`, which runs
+`build_flat` then `publish_image`). Everything is content-addressed in the store, so a step whose
+product is there is skipped by `unpack_image` and `build_flat`; the other jobs redo theirs
+(Snakemake asked for it).
 
 A source is where blobs come from (`source.RegistrySource` for the registries of a config; tests pass
 blobs from memory). It must verify what it writes against the digest.
@@ -17,14 +18,17 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from .extract import LayerIndex, extract_layer
 from .flatten import flatten_image
 from .fsutil import naming_failures
-from .publish import DirectoryPublisher
+from .safefs import held_lock
 from .state import FlatMarker, ResolvedImage, save_flat_marker, save_published_marker
 from .store import Store
+
+if TYPE_CHECKING:  # an extract job never loads the publisher (nor its subprocess machinery)
+    from .publish import DirectoryPublisher
 
 log = logging.getLogger(__name__)
 
@@ -53,20 +57,25 @@ def extract_layer_blob(store: Store, digest: str, diff_id: str, what: str) -> La
 
 
 def build_flat(store: Store, image: ResolvedImage) -> FlatMarker:
-    """Flatten `image`'s extracted layers into its flat image, unless it exists; write its marker."""
+    """Flatten `image`'s extracted layers into its flat image, unless it exists; write its marker.
+
+    Tags of one image share the flat image and are published by jobs side by side: the first builds
+    it under the lock, the others find it built.
+    """
     dest = store.built_flat(image.config_digest)
-    if dest.is_dir():
-        # Content-addressed and only ever created by a rename: an existing tree is complete and may
-        # be in use (published), so it is kept rather than rebuilt and swapped under its users.
-        log.info("%s: flat image %s already built; kept", image.reference, dest)
-        marker = FlatMarker(image.config_digest, kept=True)
-    else:
-        config = json.loads(store.blob(image.config_digest).read_text())
-        layers = [store.layer(digest) for digest in image.layer_digests]
-        with naming_failures(dest):
-            files = flatten_image(layers, image.diff_ids, config, dest, image.reference)
-        marker = FlatMarker(image.config_digest, files=files)
-    save_flat_marker(store, marker)
+    with held_lock(store.flat_lock(image.config_digest)):
+        if dest.is_dir():
+            # Content-addressed and only ever created by a rename: an existing tree is complete and
+            # may be in use (published), so it is kept rather than rebuilt and swapped under its users.
+            log.info("%s: flat image %s already built; kept", image.reference, dest)
+            marker = FlatMarker(image.config_digest, kept=True)
+        else:
+            config = json.loads(store.blob(image.config_digest).read_text())
+            layers = [store.layer(digest) for digest in image.layer_digests]
+            with naming_failures(dest):
+                files = flatten_image(layers, image.diff_ids, config, dest, image.reference)
+            marker = FlatMarker(image.config_digest, files=files)
+        save_flat_marker(store, marker)
     return marker
 
 

@@ -39,11 +39,9 @@ class Plan:
     settings_path: Path  # what the jobs read: named by the settings' digest, never rewritten
     blob_owner: dict[str, str] = field(default_factory=dict)  # layer or config hex -> published name
     diff_ids: dict[str, str] = field(default_factory=dict)  # layer hex -> diff_id
-    config_owner: dict[str, str] = field(default_factory=dict)  # config hex -> published name
 
     def __post_init__(self) -> None:
         for name, image in sorted(self.resolution.images.items()):
-            self.config_owner.setdefault(digest_hex(image.config_digest), name)
             self.blob_owner.setdefault(digest_hex(image.config_digest), name)
             for layer in image.layers:
                 hexd = digest_hex(layer.digest)
@@ -61,15 +59,11 @@ class Plan:
             targets.append(str(self.store.unresolved))
         return targets
 
-    def layer_markers_of_config(self, config_hex: str) -> list[str]:
-        image = self.resolution.images[self.config_owner[config_hex]]
-        return [str(self.store.layer_marker(digest)) for digest in image.layer_digests]
+    def layer_markers_of(self, name: str) -> list[str]:
+        return [str(self.store.layer_marker(digest)) for digest in self.resolution.images[name].layer_digests]
 
-    def config_blob(self, config_hex: str) -> str:
-        return str(self.store.blob(f"sha256:{config_hex}"))
-
-    def flat_marker_of(self, name: str) -> str:
-        return str(self.store.flat_marker(self.resolution.images[name].config_digest))
+    def config_blob_of(self, name: str) -> str:
+        return str(self.store.blob(self.resolution.images[name].config_digest))
 
     def state_of(self, name: str) -> str:
         return str(self.store.state(name))
