@@ -57,6 +57,9 @@ else
   .venv/bin/pip install -q --upgrade pip
   .venv/bin/pip install -q -e .
 fi
+# Compiled once here: an editable install is not, and every job's process would compile it again
+# where PYTHONDONTWRITEBYTECODE is set.
+.venv/bin/python -m compileall -q scripts/unpacked >/dev/null
 # The workflow's jobs call the `unpacked` command.
 export PATH="$REPO/.venv/bin:$PATH"
 note "$(snakemake --version | sed 's/^/snakemake /'), $(command -v unpacked | sed "s|^$REPO/||")"

@@ -39,8 +39,8 @@ def get_diff_id(wildcards):
     return CONFIGURED.plan().diff_ids[wildcards.hex]
 
 
-def get_layer_markers(wildcards):
-    return CONFIGURED.plan().layer_markers_of(wildcards.name)
+def get_layers(wildcards):
+    return CONFIGURED.plan().layers_of(wildcards.name)
 
 
 def get_config_blob(wildcards):

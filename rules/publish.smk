@@ -1,9 +1,10 @@
 rule publish_image:
-    """Builds the image's flat tree unless an earlier job (for another tag) did, then publishes the
-    name: one job per name, not two (a job's process costs more than a small flatten)."""
+    """Builds the image's flat tree unless an earlier job (for another tag) did, extracting the
+    layers no other image uses, then publishes the name: one job per name (a job's process costs
+    more than a small extraction and flatten)."""
     input:
         state=get_state_file,
-        layers=get_layer_markers,
+        layers=get_layers,
         config=get_config_blob,
     output:
         marker=STORE.pattern("published_marker"),

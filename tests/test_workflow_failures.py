@@ -81,7 +81,6 @@ def test_ignored_failures_do_not_fail_the_run(workdir: Workdir, registry: LocalR
     # (and only them), and keeps the failure for `unpacked summary`.
     preview = workdir.run("-n")
     assert preview.returncode == 0, preview.stderr
-    assert "rule extract_layer:" in preview.stdout
     assert preview.stdout.count("rule publish_image:") == 1, "the corrupt image only, not the good one"
     after = summary(workdir)
     assert f"{repo_name}/corrupt:1 (ignored: matches ignoreErrors)" in after.stderr and "diff_id" in after.stderr

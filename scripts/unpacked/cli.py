@@ -79,10 +79,10 @@ def cmd_extract_layer(args: argparse.Namespace) -> None:
 
 
 def cmd_flatten(args: argparse.Namespace) -> None:
-    from .sync import build_flat
+    from .sync import build_flat, layer_by_digest
 
     store = store_for(_settings(args.settings))
-    build_flat(store, _image(store, args.image))
+    build_flat(store, _image(store, args.image), layer_by_digest)
 
 
 def cmd_publish(args: argparse.Namespace) -> None:

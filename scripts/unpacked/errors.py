@@ -10,6 +10,10 @@ import errno
 class UnpackedError(Exception):
     """Base class of every error this package raises on purpose."""
 
+    # The job step a failure belongs to when it is not the running one, as (action, key): a layer
+    # the publish job extracts fails as that layer's extraction, as if its own job had failed.
+    step: tuple[str, str] | None = None
+
 
 class ConfigError(UnpackedError):
     """The configuration file is invalid."""

@@ -46,16 +46,17 @@ def run_job(settings: dict[str, Any], store: Store, job: Job, steps: Steps) -> i
             work()
         except UnpackedError as err:
             log.error("%s", err)
-            return _failed(settings, store, job, action, err)
+            failed_action, key = err.step or (action, job.key)
+            return _failed(settings, store, job, failed_action, key, err)
         except Exception as err:  # an unexpected failure still names the job and is recorded
             log.error("%s: %s: %s", action, type(err).__name__, err)
-            return _failed(settings, store, job, action, err)
+            return _failed(settings, store, job, action, job.key, err)
         # A step that succeeds takes back the failure an earlier (e.g. offline) attempt recorded.
         store.failure_record(action, job.key).unlink(missing_ok=True)
     return 0
 
 
-def _failed(settings: dict[str, Any], store: Store, job: Job, action: str, err: Exception) -> int:
+def _failed(settings: dict[str, Any], store: Store, job: Job, action: str, key: str, err: Exception) -> int:
     """Record the failure for the end-of-run summary; 0 (placeholders left) if it only touches
     ignored images, else 1."""
     # Imported here: only a failing job needs the recipe (and its YAML loader) and the resolution.
@@ -65,10 +66,10 @@ def _failed(settings: dict[str, Any], store: Store, job: Job, action: str, err: 
 
     try:
         resolution = load_resolution(store)
-        affected = images_affected(resolution, action, job.key)
-        if action == "fetch-blob" and affected == [job.key] and job.image:
+        affected = images_affected(resolution, action, key)
+        if action == "fetch-blob" and affected == [key] and job.image:
             affected = [job.image]
-        record_job_failure(store, action, job.key, str(err), affected)
+        record_job_failure(store, action, key, str(err), affected)
         if job.outputs and all_ignored(resolution, load_recipe(Path(settings["recipe"])), affected):
             leave_placeholders(store, job.outputs, f"{action}: {err}")
             log.warning(

@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+from .errors import UnpackedError
 from .extract import LayerIndex, extract_layer
 from .flatten import flatten_image
 from .fsutil import naming_failures
@@ -31,6 +33,8 @@ if TYPE_CHECKING:  # an extract job never loads the publisher (nor its subproces
     from .publish import DirectoryPublisher
 
 log = logging.getLogger(__name__)
+# Names a layer in errors: (image, its position from 1, its digest) -> text.
+LayerName = Callable[[ResolvedImage, int, str], str]
 
 
 class BlobSource(Protocol):
@@ -56,9 +60,21 @@ def extract_layer_blob(store: Store, digest: str, diff_id: str, what: str) -> La
         return extract_layer(store.blob(digest), diff_id, store.layer(digest), what)
 
 
-def build_flat(store: Store, image: ResolvedImage) -> FlatMarker:
-    """Flatten `image`'s extracted layers into its flat image, unless it exists; write its marker.
+def layer_in_image(image: ResolvedImage, number: int, digest: str) -> str:
+    """How a layer is named in errors when a whole image is unpacked: `<reference>: layer 2 (<digest>)`."""
+    return f"{image.reference}: layer {number} ({digest})"
 
+
+def layer_by_digest(image: ResolvedImage, number: int, digest: str) -> str:
+    """How the workflow's jobs name a layer (`layer <digest>`): alike whichever job extracted it."""
+    return f"layer {digest}"
+
+
+def build_flat(store: Store, image: ResolvedImage, layer_name: LayerName = layer_in_image) -> FlatMarker:
+    """Flatten `image`'s layers into its flat image, unless it exists; write its marker.
+
+    Layers not extracted yet are extracted first (the workflow gives a layer only one image uses no
+    job of its own); a failure there is the layer's (`UnpackedError.step`), named by `layer_name`.
     Tags of one image share the flat image and are published by jobs side by side: the first builds
     it under the lock, the others find it built.
     """
@@ -70,6 +86,7 @@ def build_flat(store: Store, image: ResolvedImage) -> FlatMarker:
             log.info("%s: flat image %s already built; kept", image.reference, dest)
             marker = FlatMarker(image.config_digest, kept=True)
         else:
+            extract_missing_layers(store, image, layer_name)
             config = json.loads(store.blob(image.config_digest).read_text())
             layers = [store.layer(digest) for digest in image.layer_digests]
             with naming_failures(dest):
@@ -86,15 +103,21 @@ def publish_image(store: Store, publisher: DirectoryPublisher, image: ResolvedIm
     save_published_marker(store, image)
 
 
+def extract_missing_layers(store: Store, image: ResolvedImage, layer_name: LayerName) -> None:
+    """Extract each layer of `image` whose extracted marker is missing, from its blob in the store."""
+    for number, layer in enumerate(image.layers, start=1):
+        if not store.layer_marker(layer.digest).exists():
+            try:
+                extract_layer_blob(store, layer.digest, layer.diff_id, layer_name(image, number, layer.digest))
+            except UnpackedError as err:
+                err.step = ("extract-layer", layer.digest)
+                raise
+
+
 def unpack_image(store: Store, source: BlobSource, image: ResolvedImage) -> Path:
     """Everything `image` needs, from what the store lacks: its flat image (built where flats are)."""
     for digest in [image.config_digest, *image.layer_digests]:
         fetch_blob(store, source, image, digest)
-    for number, layer in enumerate(image.layers, start=1):
-        if not store.layer_marker(layer.digest).exists():
-            extract_layer_blob(
-                store, layer.digest, layer.diff_id, f"{image.reference}: layer {number} ({layer.digest})"
-            )
     build_flat(store, image)
     return store.built_flat(image.config_digest)
 

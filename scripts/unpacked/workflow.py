@@ -39,6 +39,7 @@ class Plan:
     settings_path: Path  # what the jobs read: named by the settings' digest, never rewritten
     blob_owner: dict[str, str] = field(default_factory=dict)  # layer or config hex -> published name
     diff_ids: dict[str, str] = field(default_factory=dict)  # layer hex -> diff_id
+    flats_using: dict[str, set[str]] = field(default_factory=dict)  # layer digest -> config digests
 
     def __post_init__(self) -> None:
         for name, image in sorted(self.resolution.images.items()):
@@ -47,6 +48,7 @@ class Plan:
                 hexd = digest_hex(layer.digest)
                 self.blob_owner.setdefault(hexd, name)
                 self.diff_ids.setdefault(hexd, layer.diff_id)
+                self.flats_using.setdefault(layer.digest, set()).add(image.config_digest)
 
     @property
     def names(self) -> list[str]:
@@ -59,8 +61,19 @@ class Plan:
             targets.append(str(self.store.unresolved))
         return targets
 
-    def layer_markers_of(self, name: str) -> list[str]:
-        return [str(self.store.layer_marker(digest)) for digest in self.resolution.images[name].layer_digests]
+    def layers_of(self, name: str) -> list[str]:
+        """What the publish job of `name` needs of each layer: its extracted marker, or its blob.
+
+        A layer that only this image's flat uses, and that is not extracted yet, is extracted by
+        the publish job itself (one process per image, not two); a layer several flats share has
+        its own extract_layer job, run once before all of them.
+        """
+        paths = []
+        for digest in self.resolution.images[name].layer_digests:
+            marker = self.store.layer_marker(digest)
+            own = len(self.flats_using[digest]) == 1
+            paths.append(str(self.store.blob(digest) if own and not marker.exists() else marker))
+        return paths
 
     def config_blob_of(self, name: str) -> str:
         return str(self.store.blob(self.resolution.images[name].config_digest))

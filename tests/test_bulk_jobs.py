@@ -1,0 +1,117 @@
+"""Fewer jobs per image (issue 9, P6), and what must hold anyway.
+
+Small layers are fetched while resolving (`limits.prefetch_layer_bytes`); a blob that fails there is
+left to its fetch_blob job. A layer only one flat image uses is extracted by that image's publish
+job; a shared layer has its own job. Tags of one image build their shared flat image once.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from unpacked.safefs import held_lock
+from unpacked.state import FlatMarker, ResolvedImage
+from unpacked.store import Store
+from unpacked.sync import build_flat, fetch_blob
+
+from support import oci
+from support.proxy import Fault, FaultProxy
+from support.registry import LocalRegistry
+from support.unpack import MemorySource, resolved
+from support.workflow import Workdir, good_image
+
+
+def rules_run(output: str) -> list[str]:
+    """The rule of every job a Snakemake run (or dry-run) printed, sorted."""
+    return sorted(re.findall(r"^(?:local)?rule (\w+):$", output, flags=re.MULTILINE))
+
+
+@pytest.mark.workflow
+def test_a_small_layer_that_fails_while_resolving_is_left_to_its_job(
+    tmp_path: Path, registry: LocalRegistry, repo_name: str
+) -> None:
+    image = good_image("prefetch\n")
+    oci.push(registry, f"{repo_name}/app", "1", image)
+    layer = image.layers[0].digest
+    with FaultProxy(registry.url) as proxy:
+        proxy.add(Fault(path=rf"/blobs/{layer}", method="GET", status=404, times=1))
+        workdir = Workdir(tmp_path / "run", {proxy.host: {"insecure": True}})
+        workdir.configure([f"http://{proxy.host}/{repo_name}/app:1"])
+        done = workdir.run()
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output
+    assert f"layer {layer} not fetched while resolving (its job retries)" in output
+    assert rules_run(output) == ["all", "fetch_blob", "publish_image"], output
+    assert (workdir.root / proxy.host / repo_name / "app:1" / "etc/id").read_text() == "prefetch\n"
+
+
+@pytest.mark.workflow
+def test_prefetch_off_gives_every_layer_its_fetch_job(
+    workdir: Workdir, registry: LocalRegistry, repo_name: str
+) -> None:
+    oci.push(registry, f"{repo_name}/app", "1", good_image("one\n"))
+    workdir.configure([f"http://{registry.host}/{repo_name}/app:1"], limits={"prefetch_layer_bytes": 0})
+    preview = workdir.run("-n")
+    assert rules_run(preview.stdout) == ["all", "fetch_blob", "publish_image"], preview.stdout
+    done = workdir.run()
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert rules_run(done.stdout + done.stderr) == ["all", "fetch_blob", "publish_image"]
+
+
+@pytest.mark.workflow
+def test_a_layer_two_images_share_has_one_job_before_both(
+    workdir: Workdir, registry: LocalRegistry, repo_name: str
+) -> None:
+    base = oci.TarLayer().add_dir("etc").add_file("etc/base", b"base\n").tar_bytes()
+    for tag in ("a", "b"):
+        top = oci.TarLayer().add_file("etc/id", f"{tag}\n".encode()).tar_bytes()
+        oci.push(registry, f"{repo_name}/app", tag, oci.build_image([base, top]))
+    workdir.configure([f"http://{registry.host}/{repo_name}/app:a", f"http://{registry.host}/{repo_name}/app:b"])
+    done = workdir.run()
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output
+    assert rules_run(output) == ["all", "extract_layer", "publish_image", "publish_image"], output
+    for tag in ("a", "b"):
+        flat = workdir.root / registry.host / repo_name / f"app:{tag}"
+        assert (flat / "etc/base").read_text() == "base\n" and (flat / "etc/id").read_text() == f"{tag}\n"
+    assert rules_run(workdir.run("-n").stdout) == [], "nothing left to do"
+
+
+def _build(store: Store, image: ResolvedImage, go: Any, results: multiprocessing.Queue) -> None:
+    go.wait()
+    results.put(build_flat(store, image))
+
+
+def test_tags_of_one_image_build_their_flat_image_once(tmp_path: Path) -> None:
+    """Two publish jobs for tags of one image wait on the flat's lock: one builds, the other keeps it."""
+    image = oci.build_image([oci.TarLayer().add_dir("etc").add_file("etc/id", b"same\n").tar_bytes()])
+    store = Store(tmp_path / "work", tmp_path / "root")
+    source = MemorySource({**image.blobs, image.digest: image.manifest})
+    tags = [resolved(image, f"registry.example.org/test/image:{tag}") for tag in ("1", "latest")]
+    for digest in [image.config_digest, *(layer.digest for layer in image.layers)]:
+        fetch_blob(store, source, tags[0], digest)
+    context = multiprocessing.get_context("fork")
+    results: multiprocessing.Queue = context.Queue()
+    go = context.Event()
+    # Started before the lock is taken: a forked child must not inherit the lock's file descriptor.
+    jobs = [context.Process(target=_build, args=(store, tag, go, results), daemon=True) for tag in tags]
+    for job in jobs:
+        job.start()
+    with held_lock(store.flat_lock(image.config_digest)):
+        go.set()
+        time.sleep(1)
+        assert all(job.is_alive() for job in jobs), "both wait for the lock"
+        assert not store.built_flat(image.config_digest).exists()
+    markers: list[FlatMarker] = [results.get(timeout=60) for _ in jobs]
+    for job in jobs:
+        job.join(timeout=60)
+        assert job.exitcode == 0
+    assert sorted(marker.kept for marker in markers) == [False, True], markers
+    assert (store.built_flat(image.config_digest) / "etc/id").read_text() == "same\n"
+    assert not [p for p in store.built_flat(image.config_digest).parent.iterdir() if p.name.startswith(".")]
