@@ -15,9 +15,13 @@ from typing import Any
 
 import pytest
 
+from unpacked import resolve
+from unpacked.config import validate_config
+from unpacked.recipe import parse_recipe
+from unpacked.resolve import Resolver
 from unpacked.safefs import held_lock
 from unpacked.state import FlatMarker, ResolvedImage
-from unpacked.store import Store
+from unpacked.store import Store, store_for
 from unpacked.sync import build_flat, fetch_blob
 
 from support import oci
@@ -36,19 +40,22 @@ def rules_run(output: str) -> list[str]:
 def test_a_small_layer_that_fails_while_resolving_is_left_to_its_job(
     tmp_path: Path, registry: LocalRegistry, repo_name: str
 ) -> None:
+    status = 404  # not retried: the job's attempt is the second
     image = good_image("prefetch\n")
     oci.push(registry, f"{repo_name}/app", "1", image)
     layer = image.layers[0].digest
     with FaultProxy(registry.url) as proxy:
-        proxy.add(Fault(path=rf"/blobs/{layer}", method="GET", status=404, times=1))
+        proxy.add(Fault(path=rf"/blobs/{layer}", method="GET", status=status, times=1))
         workdir = Workdir(tmp_path / "run", {proxy.host: {"insecure": True}})
         workdir.configure([f"http://{proxy.host}/{repo_name}/app:1"])
         done = workdir.run()
     output = done.stdout + done.stderr
     assert done.returncode == 0, output
-    assert f"layer {layer} not fetched while resolving (its job retries)" in output
+    assert f"layer {layer} not fetched while resolving (its job retries" in output
     assert rules_run(output) == ["all", "fetch_blob", "publish_image"], output
     assert (workdir.root / proxy.host / repo_name / "app:1" / "etc/id").read_text() == "prefetch\n"
+    gets = [seen.status for seen in proxy.seen if seen.method == "GET" and layer in seen.path]
+    assert gets == [status, 200], gets
 
 
 @pytest.mark.workflow
@@ -80,7 +87,8 @@ def test_a_layer_two_images_share_has_one_job_before_both(
     for tag in ("a", "b"):
         flat = workdir.root / registry.host / repo_name / f"app:{tag}"
         assert (flat / "etc/base").read_text() == "base\n" and (flat / "etc/id").read_text() == f"{tag}\n"
-    assert rules_run(workdir.run("-n").stdout) == [], "nothing left to do"
+    again = workdir.run("-n")
+    assert again.returncode == 0 and rules_run(again.stdout) == [], again.stdout + again.stderr
 
 
 def _build(store: Store, image: ResolvedImage, go: Any, results: multiprocessing.Queue) -> None:
@@ -115,3 +123,75 @@ def test_tags_of_one_image_build_their_flat_image_once(tmp_path: Path) -> None:
     assert sorted(marker.kept for marker in markers) == [False, True], markers
     assert (store.built_flat(image.config_digest) / "etc/id").read_text() == "same\n"
     assert not [p for p in store.built_flat(image.config_digest).parent.iterdir() if p.name.startswith(".")]
+
+
+def lying_layer_image() -> oci.Image:
+    """One layer whose uncompressed digest is not the diff_id its config says."""
+    honest = oci.LayerBlob.from_tar(oci.TarLayer().add_file("etc/id", b"lie\n").tar_bytes(), "gzip", "oci")
+    return oci.build_image([oci.LayerBlob(honest.data, honest.media_type, oci.sha256(b"something else"))])
+
+
+@pytest.mark.workflow
+def test_tags_of_one_image_publish_one_flat_image(workdir: Workdir, registry: LocalRegistry, repo_name: str) -> None:
+    image = good_image("both\n")
+    for tag in ("1", "latest"):
+        oci.push(registry, f"{repo_name}/app", tag, image)
+    workdir.configure([f"http://{registry.host}/{repo_name}/app:*"])
+    done = workdir.run()
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output
+    assert rules_run(output) == ["all", "publish_image", "publish_image"], output
+    flats = {(workdir.root / registry.host / repo_name / f"app:{tag}").resolve() for tag in ("1", "latest")}
+    assert len(flats) == 1 and (flats.pop() / "etc/id").read_text() == "both\n"
+    logs = [path.read_text() for path in (workdir.directory / "work/logs/publish_image").rglob("*.log")]
+    assert sorted("already built; kept" in log for log in logs) == [False, True], logs  # built once
+
+
+@pytest.mark.workflow
+def test_a_layer_extracted_by_a_publish_job_fails_as_that_layer(
+    workdir: Workdir, registry: LocalRegistry, repo_name: str
+) -> None:
+    image = lying_layer_image()
+    for tag in ("1", "latest"):
+        oci.push(registry, f"{repo_name}/app", tag, image)
+    workdir.configure([f"http://{registry.host}/{repo_name}/app:*"])
+    done = workdir.run()
+    output = done.stdout + done.stderr
+    assert done.returncode != 0, output
+    summary = output[output.find("image(s) failed") - 2 :]
+    assert summary.startswith("2 image(s) failed:"), summary
+    layer = image.layers[0].digest
+    for tag in ("1", "latest"):
+        # Once per tag, named as the layer's extraction, as its own job would have failed.
+        assert summary.count(f"{repo_name}/app:{tag}\n") == 1, summary
+    assert summary.count(f"extract-layer: layer {layer}: ") == 2 and "diff_id" in summary, summary
+    assert not (workdir.root / registry.host / repo_name).exists(), "nothing published"
+
+
+def resolve_into(tmp_path: Path, registry: LocalRegistry, *entries: str) -> Store:
+    """Resolve `entries` (what the Snakefile does before the DAG); the store."""
+    config = validate_config({"registries": {registry.host: {"insecure": True}}, "work_dir": str(tmp_path / "work")})
+    store = store_for(config)
+    result = Resolver(config, store).run(parse_recipe(list(entries)))
+    assert result.failures == []
+    return store
+
+
+def test_small_layers_of_changed_images_are_fetched_while_resolving(
+    tmp_path: Path, registry: LocalRegistry, repo_name: str
+) -> None:
+    small = good_image("small\n")
+    oci.push(registry, f"{repo_name}/app", "1", small)
+    store = resolve_into(tmp_path, registry, f"http://{registry.host}/{repo_name}/app:1")
+    assert store.blob(small.layers[0].digest).is_file()
+
+
+def test_no_small_layer_is_fetched_past_the_prefetch_time(
+    tmp_path: Path, registry: LocalRegistry, repo_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    small = good_image("late\n")
+    oci.push(registry, f"{repo_name}/app", "1", small)
+    monkeypatch.setattr(resolve, "PREFETCH_SECONDS", -1)  # already past: its job fetches it
+    store = resolve_into(tmp_path, registry, f"http://{registry.host}/{repo_name}/app:1")
+    assert not store.blob(small.layers[0].digest).exists()
+    assert store.blob(small.config_digest).is_file(), "the config is fetched whatever the time"

@@ -136,14 +136,9 @@ def test_an_extracted_layer_without_its_files_is_extracted_again(tree: Tree) -> 
     for rootfs in layers:
         shutil.rmtree(rootfs)
     shutil.rmtree(flat)  # so that a flat has to be built from the layers again
-    output = tree.sync()
+    tree.sync()
     tree.assert_published("one")
-    state = json.loads((tree.directory / "work/state/images" / f"{tree.name('one')}.json").read_text())
-    needed = {layer["digest"].split(":")[1] for layer in state["layers"]}
-    # The layers of the flat that had to be built are extracted again; those of `two`, whose flat is
-    # still there, are not needed by anything and are left alone (their markers are dropped).
-    assert {rootfs.parent.name for rootfs in layers if rootfs.is_dir()} == needed, output
-    assert "has no rootfs; extracting it again" in output
+    assert all(rootfs.is_dir() for rootfs in layers)
 
 
 def test_verify_finds_and_repairs_a_damaged_flat(tree: Tree) -> None:

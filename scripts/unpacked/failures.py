@@ -81,11 +81,16 @@ def collect(store: Store, recipe: Recipe, resolution_only: bool = False) -> list
         if name not in recorded and not is_published(store, name, image.source_digest, image.config_digest):
             ignored = recipe.is_ignored(parse_reference(image.reference))
             found.append(Failure(image.reference, "not published yet", ignored))
+    shown: set[tuple[str, str]] = set()
     for record in records:
         for name in record.images:
             reference = resolution.images[name].reference if name in resolution.images else name
+            text = f"{record.action}: {record.error}"
+            if (reference, text) in shown:  # tags of one image that each failed to build it alike
+                continue
+            shown.add((reference, text))
             ignored = recipe.is_ignored(parse_reference(reference))
-            found.append(Failure(reference, f"{record.action}: {record.error}", ignored))
+            found.append(Failure(reference, text, ignored))
     return found
 
 

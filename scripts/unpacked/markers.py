@@ -64,14 +64,16 @@ def drop_stale_markers(store: Store, images: dict[str, ResolvedImage]) -> list[s
         if problem:
             _unmark(store.published_marker(name))
             found.append(f"{image.reference}: {problem}; publishing it again")
+    names_of: dict[str, list[str]] = {}
+    for name, image in images.items():
+        names_of.setdefault(image.config_digest, []).append(name)
     for config in sorted(configs):
         flat = store.built_flat(config)
         if store.flat_marker(config).exists() and not flat.is_dir():
             # The publish jobs of its names build it: they run again once unmarked.
             _unmark(store.flat_marker(config))
-            for name, image in sorted(images.items()):
-                if image.config_digest == config:
-                    _unmark(store.published_marker(name))
+            for name in names_of[config]:
+                _unmark(store.published_marker(name))
             found.append(f"flat image {flat} is missing; building it again")
     for digest in sorted(layers):
         rootfs = store.layer_rootfs(digest)

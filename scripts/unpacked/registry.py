@@ -152,8 +152,9 @@ class RegistryClient:
         what = f"registry {self.registry}: blob {digest} of {repository}"
         declared = size if size is not None and size >= 0 else None
         dest.parent.mkdir(parents=True, exist_ok=True)
-        # A killed earlier download of this blob may have left its partial file (one job per blob, and
-        # Snakemake's lock keeps two runs apart, so no partial file here is in use).
+        # A killed earlier download of this blob may have left its partial file (one job per blob, the
+        # small ones fetched while resolving have none, and the run lock keeps two runs apart, so no
+        # partial file here is in use).
         for stale in dest.parent.glob(f".{dest.name}.*.part"):
             with contextlib.suppress(FileNotFoundError):
                 stale.unlink()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -38,6 +39,8 @@ from .store import ARCH_PART, MULTIARCH_DIR, Store
 log = logging.getLogger(__name__)
 # Nested indexes deeper than this are refused (a loop or a hostile index).
 MAX_INDEX_DEPTH = 4
+# No small layer download is started this long after the first (the DAG waits for them).
+PREFETCH_SECONDS = 60
 PLATFORM_KEYS = ("os", "architecture", "variant")
 
 
@@ -303,8 +306,10 @@ class Resolver:
 
         A job's process costs more than a small download (a Python start and the HTTP stack: about
         0.3 s of CPU against milliseconds of transfer), so layers up to `limits.prefetch_layer_bytes`
-        are fetched like configs; bigger ones by their `fetch_blob` job. Best effort: a blob that
-        fails here is left to its job, which retries it and reports the failure against its images.
+        are fetched like configs (with the same client and retries); bigger ones by their
+        `fetch_blob` job. Best effort, and not long (the DAG waits for it): none more from a registry
+        once one failed, none started after PREFETCH_SECONDS. Whatever is left is fetched by its job,
+        which retries it and reports a failure against its images.
         """
         most = limit_settings(self.config)["prefetch_layer_bytes"]
         wanted: dict[str, tuple[ResolvedImage, LayerRecord]] = {}
@@ -314,20 +319,45 @@ class Resolver:
                     wanted[layer.digest] = (image, layer)
         if not wanted:
             return
+        prefetch = _Prefetch(self, time.monotonic() + PREFETCH_SECONDS)
         with ThreadPoolExecutor(max_workers=self.config["resolve_workers"]) as pool:
-            for done in [pool.submit(self._prefetch, image, layer) for image, layer in wanted.values()]:
-                done.result()
-        log.info("fetched %d small layer blob(s) while resolving", len(wanted))
+            fetched = sum(pool.map(lambda job: prefetch.fetch(*job), wanted.values()))
+        log.info("fetched %d of %d small layer blob(s) while resolving", fetched, len(wanted))
 
     def _lacks(self, digest: str) -> bool:
         return not self.store.layer_marker(digest).exists() and not self.store.blob(digest).exists()
 
-    def _prefetch(self, image: ResolvedImage, layer: LayerRecord) -> None:
+
+class _Prefetch:
+    """One prefetch: its deadline for starting downloads, and the registries given up on."""
+
+    def __init__(self, resolver: Resolver, deadline: float) -> None:
+        self.resolver = resolver
+        self.deadline = deadline
+        self.lock = threading.Lock()
+        self.failed: set[str] = set()
+
+    def fetch(self, image: ResolvedImage, layer: LayerRecord) -> bool:
+        """True if the blob is now in the store."""
+        if image.registry in self.failed or time.monotonic() > self.deadline:
+            return False
         ref = parse_reference(image.reference)
         try:
-            self.client(ref).download_blob(image.repository, layer.digest, self.store.blob(layer.digest), layer.size)
+            dest = self.resolver.store.blob(layer.digest)
+            self.resolver.client(ref).download_blob(image.repository, layer.digest, dest, layer.size)
         except Exception as err:  # the fetch_blob job tries again and reports it
-            log.warning("%s: layer %s not fetched while resolving (its job retries): %s", ref, layer.digest, err)
+            with self.lock:
+                self.failed.add(image.registry)
+            log.warning(
+                "%s: layer %s not fetched while resolving (its job retries; no more small layers are fetched "
+                "from %s in this run): %s",
+                ref,
+                layer.digest,
+                image.registry,
+                err,
+            )
+            return False
+        return True
 
 
 def _named(err: Exception) -> Exception:

@@ -138,7 +138,8 @@ def replace_dir(staging: Path, final: Path) -> None:
 def fresh_staging(dest: Path) -> Path:
     """A new private directory to build `dest` in, next to it; leftovers of killed builds are removed.
 
-    Only one job builds a given digest at a time (Snakemake locks outputs), so any older staging
+    Only one job builds a given digest at a time (Snakemake locks a layer's or blob's outputs; the
+    tags of one flat image build it under its lock, `Store.flat_lock`), so any older staging
     directory of the same `dest` belongs to a build that was interrupted.
     """
     dest.parent.mkdir(parents=True, exist_ok=True)

@@ -5,7 +5,8 @@
 - `Resolution`: this run's images, the entries that failed to resolve (`Failure`) and the
   tags that lack some wanted platforms (`Notice`); `<work>/state/resolved.json` is its index.
 - `JobFailure`: a job that failed, with the images it leaves out of date; `<work>/failures/`.
-- `PublishedMarker`, `FlatMarker`: what the publish and flatten jobs leave for Snakemake.
+- `PublishedMarker`: what the publish job leaves for Snakemake; `FlatMarker`: what it records of the
+  flat image it built (or found built).
 - `SyncRecord`: `.metadata/<name>/record.json`, what users read about a published name.
 
 A recipe entry is `reference.ImageRef`. Every file carries `format` (FORMAT); files written before

@@ -64,15 +64,18 @@ class Plan:
     def layers_of(self, name: str) -> list[str]:
         """What the publish job of `name` needs of each layer: its extracted marker, or its blob.
 
-        A layer that only this image's flat uses, and that is not extracted yet, is extracted by
-        the publish job itself (one process per image, not two); a layer several flats share has
-        its own extract_layer job, run once before all of them.
+        While the image's flat is not built, a layer that only this flat uses and that is not
+        extracted yet is extracted by the publish job itself (one process per image, not two). A
+        layer several flats share, or any layer once the flat exists (a layer repaired after its
+        files were removed), has its own extract_layer job, run before the publish jobs.
         """
+        image = self.resolution.images[name]
+        flat_built = self.store.built_flat(image.config_digest).is_dir()
         paths = []
-        for digest in self.resolution.images[name].layer_digests:
+        for digest in image.layer_digests:
             marker = self.store.layer_marker(digest)
-            own = len(self.flats_using[digest]) == 1
-            paths.append(str(self.store.blob(digest) if own and not marker.exists() else marker))
+            inline = not flat_built and len(self.flats_using[digest]) == 1 and not marker.exists()
+            paths.append(str(self.store.blob(digest) if inline else marker))
         return paths
 
     def config_blob_of(self, name: str) -> str:
