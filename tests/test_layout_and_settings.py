@@ -105,7 +105,9 @@ def test_a_second_invocation_cannot_change_a_running_sync(
     with FaultProxy(registry.url) as proxy:
         proxy.add(Fault(path=r"/blobs/", method="GET", delay=2.0))  # every download is slow
         run = tmp_path / "run"
-        write_config(run, [f"http://{proxy.host}/{n}:1" for n in names], {proxy.host: {"insecure": True}})
+        # Layers fetched by jobs, not while resolving: the sync must still be running its jobs.
+        entries = [f"http://{proxy.host}/{n}:1" for n in names]
+        write_config(run, entries, {proxy.host: {"insecure": True}}, limits={"prefetch_layer_bytes": 0})
         log = tmp_path / "running.log"
         with log.open("w") as sink:  # the child keeps its own copy of the descriptor
             running = subprocess.Popen(
