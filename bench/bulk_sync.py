@@ -12,7 +12,6 @@ and per job, and the peak memory of the main process. Cost here is per-job overh
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import statistics
@@ -27,7 +26,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from support import oci
 from support.registry import LocalRegistry
-from support.workflow import snakemake_command, workflow_env
+from support.workflow import snakemake_command, workflow_env, write_config
 
 
 def populate(reg: LocalRegistry, images: int, files: int) -> list[str]:
@@ -81,15 +80,7 @@ def main() -> None:
         firsts, noops = [], []
         for round_number in range(args.rounds):
             directory = top / f"run{round_number}"
-            (directory / "config").mkdir(parents=True)
-            (directory / "config" / "recipe.yaml").write_text(json.dumps(recipe))
-            config = {
-                "recipe": "config/recipe.yaml",
-                "output_root": "output",
-                "work_dir": "work",
-                "registries": {reg.host: {"insecure": True}},
-            }
-            (directory / "config" / "config.yaml").write_text(json.dumps(config))
+            write_config(directory, recipe, {reg.host: {"insecure": True}})
             first = sync(directory)
             published = sum(1 for _ in (directory / "output" / reg.host / "bench").iterdir())
             if published != len(recipe):

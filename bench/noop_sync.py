@@ -11,7 +11,6 @@ no-op run: one HEAD per tag is the aim.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -23,6 +22,7 @@ from bulk_sync import sync
 from resolve_noop import populate, registry_requests
 
 from support.registry import LocalRegistry
+from support.workflow import write_config
 
 
 def main() -> None:
@@ -35,16 +35,8 @@ def main() -> None:
         pairs = populate(reg, args.repos, args.tags_per_repo)
         print(f"pushed {len(pairs)} tags in {time.monotonic() - started:.1f} s", flush=True)
         directory = Path(tmp) / "run"
-        (directory / "config").mkdir(parents=True)
         recipe = [f"http://{reg.host}/{repo}:{tag}" for repo, tag in pairs]
-        (directory / "config" / "recipe.yaml").write_text(json.dumps(recipe))
-        config = {
-            "recipe": "config/recipe.yaml",
-            "output_root": "output",
-            "work_dir": "work",
-            "registries": {reg.host: {"insecure": True}},
-        }
-        (directory / "config" / "config.yaml").write_text(json.dumps(config))
+        write_config(directory, recipe, {reg.host: {"insecure": True}})
         first = sync(directory)
         print(f"first sync: {first[0]:.1f} s, {first[1]} jobs, main process {first[2]} MB", flush=True)
         before = registry_requests(reg)
