@@ -151,10 +151,8 @@ class _Flattener:
         """A regular file of the layer into the image: a hard link (FileExistsError if `dest` is taken)."""
         try:
             os.link(source, dest)
-        except FileExistsError:
-            raise
         except OSError as err:
-            if err.errno not in (errno.EXDEV, errno.EMLINK, errno.EPERM):
+            if err.errno not in (errno.EXDEV, errno.EMLINK, errno.EPERM):  # EEXIST goes to the caller
                 raise
             shutil.copy2(source, dest, follow_symlinks=False)  # other filesystem or link limit
         self.files += 1
