@@ -8,8 +8,11 @@ variants round by round in fresh directories (never deleting the previous output
 see docs/benchmarks.md for the traps on this machine kind):
 
 - ours:        the core `unpack_image` (fetch, extract every layer, flatten: what the jobs run)
+- ours, no file threads: the same with every file created by the tar reader itself
 - skopeo+umoci: `skopeo copy docker://... oci:...` then `umoci raw unpack`
 - curl+tar:    per layer `curl | gzip -dc | tar -x` (no whiteout handling: a lower bound)
+- tar -x, local: GNU tar on the uncompressed layers already on disk: file creation alone, the floor
+  of any extractor that writes these files on this disk
 
 and a second image sharing the first layer, which for us costs only its new layer plus one link per
 file (the first layer is already extracted). Prints medians, peak memory and ratios to ours.
@@ -53,7 +56,11 @@ def synthetic_layers(files: int, seed: int = 1) -> tuple[bytes, bytes, bytes]:
 
 
 def timed(command: list[str], cwd: Path | None = None) -> tuple[float, int]:
-    """Wall seconds and peak RSS (KB) of one command."""
+    """Wall seconds and peak RSS (KB) of one command, started with the disk's write-back done.
+
+    Without the `sync`, a run pays for the previous run's 200 MB still being written to disk.
+    """
+    subprocess.run(["sync"], check=True)
     started = time.monotonic()
     done = subprocess.run(["/usr/bin/time", "-f", "%M", *command], cwd=cwd, capture_output=True, text=True)
     elapsed = time.monotonic() - started
@@ -70,7 +77,9 @@ from unpacked.state import ResolvedImage
 from unpacked.store import Store
 from unpacked.source import RegistrySource
 from unpacked.sync import unpack_image
+import unpacked.extract
 
+unpacked.extract.CREATE_THREADS = int(sys.argv[3])
 image = ResolvedImage.from_json(json.loads(sys.argv[2]))
 settings = validate_config({"registries": {image.registry: {"insecure": True}}})
 # The core API the workflow's jobs run: blobs and layers already in the store cost nothing.
@@ -82,6 +91,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--files", type=int, default=20000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2, help="threads creating small files (ours)")
     args = parser.parse_args()
 
     base, update, other = synthetic_layers(args.files)
@@ -93,24 +103,34 @@ def main() -> None:
         oci.push(reg, "bench/image", "1", first)
         oci.push(reg, "bench/image", "2", second)
         python = sys.executable
+        local_tars = [top / "base.tar", top / "update.tar"]
+        for path, data in zip(local_tars, (base, update), strict=True):
+            path.write_bytes(data)
+        threads = str(args.threads)
         for round_number in range(args.rounds):
             run = top / f"round{round_number}"
             run.mkdir()
-            for variant in ("ours", "skopeo+umoci", "curl+tar"):
-                out = run / variant
+            for variant in ("ours", "ours, no file threads", "skopeo+umoci", "curl+tar", "tar -x, local"):
+                out = run / variant.replace(" ", "_").replace(",", "")  # names go into shell commands
                 out.mkdir()
                 if variant == "ours":
                     state = json.dumps(resolved(first, f"{reg.host}/bench/image:1").to_json())
-                    results.setdefault(variant, []).append(timed([python, "-c", OURS, str(out), state]))
+                    results.setdefault(variant, []).append(timed([python, "-c", OURS, str(out), state, threads]))
                     state = json.dumps(resolved(second, f"{reg.host}/bench/image:2").to_json())
-                    command = [python, "-c", OURS, str(out), state]
+                    command = [python, "-c", OURS, str(out), state, threads]
                     results.setdefault("ours, 2nd image sharing a layer", []).append(timed(command))
+                elif variant == "ours, no file threads":
+                    state = json.dumps(resolved(first, f"{reg.host}/bench/image:1").to_json())
+                    results.setdefault(variant, []).append(timed([python, "-c", OURS, str(out), state, "0"]))
                 elif variant == "skopeo+umoci":
                     script = (
                         f"skopeo copy -q --src-tls-verify=false docker://{reg.host}/bench/image:1 oci:{out}/layout:1"
                         f" && umoci raw unpack --rootless --image {out}/layout:1 {out}/rootfs"
                     )
                     results.setdefault(variant, []).append(timed(["sh", "-c", script]))
+                elif variant == "tar -x, local":
+                    untar = " && ".join(f"tar -x -C {out} -f {tar}" for tar in local_tars)
+                    results.setdefault(variant, []).append(timed(["sh", "-c", untar]))
                 else:
                     pipes = " && ".join(
                         f"curl -s http://{reg.host}/v2/bench/image/blobs/{b.digest} | gzip -dc | tar -x -C {out}"
@@ -119,11 +139,12 @@ def main() -> None:
                     results.setdefault(variant, []).append(timed(["sh", "-c", pipes]))
         ours = statistics.median(t for t, _ in results["ours"])
         print(f"{args.files} files, {len(base) / 1e6:.0f} MB uncompressed base layer, {args.rounds} rounds")
-        print(f"{'variant':34} {'median s':>9} {'peak MB':>8} {'time / ours':>12}")
+        print(f"{'variant':34} {'median s':>9} {'peak MB':>8} {'time / ours':>12}  rounds s")
         for variant, runs in results.items():
             median = statistics.median(t for t, _ in runs)
             peak = max(m for _, m in runs) / 1024
-            print(f"{variant:34} {median:9.2f} {peak:8.0f} {median / ours:12.2f}")
+            rounds = " ".join(f"{t:.2f}" for t, _ in runs)
+            print(f"{variant:34} {median:9.2f} {peak:8.0f} {median / ours:12.2f}  {rounds}")
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from typing import BinaryIO
 
 from .compression import HashingReader, open_decompressed
 from .errors import ENVIRONMENT_ERRNOS, LayerError
+from .filewriters import FileWriters
 from .fsutil import remove_tree
 from .paths import clean_entry_name, resolve_in_root, resolve_parent
 from .safefs import staged_dir
@@ -39,6 +40,10 @@ MAX_LAYER_BYTES_ENV = "UNPACKED_MAX_LAYER_BYTES"
 # 2**32-1 is (uid_t)-1, which chown reads as "leave unchanged".
 MAX_OWNER_ID = 2**32 - 1
 IS_ROOT = os.geteuid() == 0
+# Threads creating small files beside the tar reader (filewriters.py), and what counts as small:
+# a bigger file is written by the reader itself, streamed, never held in memory.
+CREATE_THREADS = 2
+SMALL_FILE_BYTES = 1 << 20
 
 
 @dataclass
@@ -62,8 +67,17 @@ def read_layer_index(layer_dir: Path) -> LayerIndex:
     return LayerIndex(**json.loads((layer_dir / "layer.json").read_text()))
 
 
+class _EntryError(LayerError):
+    """A LayerError that already names its entry (a file created after the reader moved on)."""
+
+
 class _LayerWriter:
-    """Applies tar entries to one layer's rootfs; knows which paths it made real directories."""
+    """Applies tar entries to one layer's rootfs; knows which paths it made real directories.
+
+    Small new regular files are created in the background (`files`). Order still holds: an entry
+    that could touch one of them (the same path, a path below it, a hard link, a path to resolve
+    through symlinks) first waits until every file handed over exists.
+    """
 
     def __init__(self, rootfs: str, what: str) -> None:
         self.rootfs = rootfs
@@ -72,6 +86,20 @@ class _LayerWriter:
         self.real_dirs: set[str] = {""}
         self.dir_meta: dict[str, tarfile.TarInfo] = {}
         self.implicit: set[str] = set()
+        # Every non-directory path an entry created (a superset after removals): a path not in it,
+        # nor in real_dirs, holds nothing yet, so a new file there depends on no earlier entry.
+        self.made: set[str] = set()
+        self.files = FileWriters(CREATE_THREADS, self._deferred_error)
+
+    def _deferred_error(self, name: str, err: OSError) -> BaseException:
+        if err.errno in ENVIRONMENT_ERRNOS:
+            return err  # the machine's fault, not the layer's: named by the caller
+        return _EntryError(f"{self.what}: entry {name!r}: {err.strerror or err}")
+
+    def _depends_on_earlier(self, rel: str, member: tarfile.TarInfo) -> bool:
+        return (
+            rel in self.made or rel in self.real_dirs or rel.rpartition("/")[0] not in self.real_dirs or member.islnk()
+        )
 
     def _abs(self, rel: str) -> str:
         return os.path.join(self.rootfs, rel) if rel else self.rootfs
@@ -135,6 +163,9 @@ class _LayerWriter:
         if base.startswith(WHITEOUT_PREFIX):
             self._whiteout(rel, base, member)
             return
+        independent = not self._depends_on_earlier(rel, member)
+        if not independent:
+            self.files.drain()
         rel = self._place(rel)
         full = self._abs(rel)
         if member.isdir():
@@ -144,8 +175,14 @@ class _LayerWriter:
             self.implicit.discard(rel)
             self.dir_meta[rel] = member
             return
+        self.made.add(rel)
         if member.isreg():
-            self._write_file(rel, full, member, tar)
+            if independent and self.files.enabled and member.size <= SMALL_FILE_BYTES and not member.issparse():
+                owner = (_owner_id(member.uid), _owner_id(member.gid)) if IS_ROOT else None
+                data = _member_data(tar, member)
+                self.files.submit(member.name, full, data, member.mode, owner, _mtime(member))
+            else:
+                self._write_file(rel, full, member, tar)
             return
         self._clear(rel, keep_dir=False)
         if member.issym():
@@ -212,6 +249,7 @@ class _LayerWriter:
         os.link(source, self._abs(rel), follow_symlinks=False)
 
     def finish(self) -> LayerIndex:
+        self.files.drain()
         # Directory modes last and deepest first: a mode-000 directory must stay writable until filled.
         # The directories themselves keep owner rwx in the layer store (their real mode goes to
         # layer.json): an unprivileged flattener must list and link what is inside them.
@@ -226,6 +264,19 @@ class _LayerWriter:
                 self.index.dir_modes[rel] = stat.S_IMODE(member.mode)
         self.index.implicit_dirs = sorted(self.implicit)
         return self.index
+
+
+def _member_data(tar: tarfile.TarFile, member: tarfile.TarInfo) -> bytes:
+    """A small regular file's bytes, read straight from the stream (the reader is at its data)."""
+    stream = tar.fileobj
+    if stream is None or stream.tell() != member.offset_data:
+        source = tar.extractfile(member)
+        assert source is not None
+        return source.read()
+    data = stream.read(member.size)
+    if len(data) != member.size:
+        raise tarfile.ReadError("unexpected end of data")
+    return data
 
 
 def apply_metadata(path: str, member: tarfile.TarInfo, extra_mode: int = 0) -> None:
@@ -303,11 +354,13 @@ def _extract_stream(raw: BinaryIO, rootfs: str, diff_id: str, what: str, max_byt
                 near = f" (at or after entry {current!r})" if current is not None else ""
                 raise LayerError(f"{what}: not a valid tar stream ({err}){near}") from None
         except LayerError as err:
-            if current is None or repr(current) in str(err):
+            if current is None or repr(current) in str(err) or isinstance(err, _EntryError):
                 raise
             raise LayerError(f"{err} (at or after entry {current!r})") from None
+        writer.files.drain()  # every file exists (or its failure is raised) before the verdict
         digest = hashing.digest
     finally:
+        writer.files.close()  # nothing is created once this returns: staging can be removed
         hashing.close()  # stops the decompression thread, also when the layer was refused
     if digest != diff_id:
         msg = f"{what}: uncompressed content has digest {digest}, config says diff_id {diff_id}; refused"
