@@ -19,17 +19,9 @@ from support.lint_workflow import unexpected_lints
 from support.proxy import Fault, FaultProxy
 from support.registry import LocalRegistry
 from support.tokenserver import TokenServer
-from support.workflow import SNAKEMAKE, Workdir, good_image, snakemake_command, tree
+from support.workflow import SNAKEMAKE, Workdir, bad_diff_id_image, good_image, snakemake_command, tree
 
 pytestmark = pytest.mark.workflow
-
-
-def bad_diff_id_image() -> oci.Image:
-    """A layer whose uncompressed digest does not match the config's diff_id."""
-    tar = oci.TarLayer().add_file("etc/id", b"corrupt\n").tar_bytes()
-    honest = oci.LayerBlob.from_tar(tar, "gzip", "oci")
-    lying = oci.LayerBlob(honest.data, honest.media_type, oci.sha256(b"something else"))
-    return oci.build_image([lying])
 
 
 def test_failing_images_do_not_stop_the_others(workdir: Workdir, registry: LocalRegistry, repo_name: str) -> None:

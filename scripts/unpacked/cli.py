@@ -8,6 +8,7 @@
     unpacked summary        print the last run's failures; exit 1 unless all are ignorable
     unpacked gc             remove unreferenced flats, layers and blobs; --prune unpublishes dropped names
     unpacked verify         compare flat images (and layers) with fresh builds from their records; --repair
+    unpacked slurm-status   a Slurm job's state, for the profiles/slurm-sbatch status command
 
 Errors are caught here, once, and printed as one line naming the image and what to do. A job
 command exits 1 when it fails, or 0 after leaving placeholder outputs when its failure only touches
@@ -166,6 +167,12 @@ def cmd_verify(args: argparse.Namespace) -> None:
         raise SystemExit(1)
 
 
+def cmd_slurm_status(args: argparse.Namespace) -> None:
+    from .slurm_status import job_state
+
+    print(job_state(args.job_id))
+
+
 def _run_job(args: argparse.Namespace) -> int:
     """Run one of the workflow's job commands; return its exit code."""
     from .jobs import Job, run_job
@@ -217,6 +224,9 @@ def parser() -> argparse.ArgumentParser:
     check.add_argument("names", nargs="*", help="published names or globs (default: every resolved image)")
     check.add_argument("--layers", action="store_true", help="also re-extract every layer from its blob")
     check.add_argument("--repair", action="store_true", help="replace damaged trees with the fresh builds")
+    status = sub.add_parser("slurm-status", help="a Slurm job's state for cluster-generic (running/success/failed)")
+    status.add_argument("job_id", help="the job id as `sbatch --parsable` printed it")
+    status.set_defaults(func=cmd_slurm_status)
     resolve = sub.add_parser("resolve", help="resolve tags and manifests")
     resolve.add_argument("--config", type=Path, default=Path("config/config.yaml"))
     resolve.set_defaults(func=cmd_resolve)

@@ -89,6 +89,14 @@ def good_image(text: str) -> oci.Image:
     return oci.build_image([oci.TarLayer().add_dir("etc").add_file("etc/id", text.encode()).tar_bytes()])
 
 
+def bad_diff_id_image() -> oci.Image:
+    """A layer whose uncompressed digest does not match the config's diff_id."""
+    tar = oci.TarLayer().add_file("etc/id", b"corrupt\n").tar_bytes()
+    honest = oci.LayerBlob.from_tar(tar, "gzip", "oci")
+    lying = oci.LayerBlob(honest.data, honest.media_type, oci.sha256(b"something else"))
+    return oci.build_image([lying])
+
+
 def tree(root: Path) -> list[str]:
     """Every path under `root`, relative and sorted ([] if it does not exist)."""
     return sorted(str(p.relative_to(root)) for p in root.rglob("*")) if root.exists() else []
