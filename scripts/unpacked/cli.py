@@ -8,6 +8,7 @@
     unpacked summary        print the last run's failures; exit 1 unless all are ignorable
     unpacked gc             remove unreferenced flats, layers and blobs; --prune unpublishes dropped names
     unpacked verify         compare flat images (and layers) with fresh builds from their records; --repair
+    unpacked watch          run the sync every N seconds (jitter, backoff after failures), until SIGTERM
     unpacked slurm-status   a Slurm job's state, for the profiles/slurm-sbatch status command
 
 Errors are caught here, once, and printed as one line naming the image and what to do. A job
@@ -167,6 +168,16 @@ def cmd_verify(args: argparse.Namespace) -> None:
         raise SystemExit(1)
 
 
+def cmd_watch(args: argparse.Namespace) -> None:
+    from .watch import WatchSettings, watch
+
+    if args.interval <= 0 or not 0 <= args.jitter < 1 or args.runs < 0:
+        raise UnpackedError("watch: --interval must be positive, --jitter in [0, 1), --runs at least 0")
+    command = args.sync_command[1:] if args.sync_command[:1] == ["--"] else args.sync_command
+    settings = WatchSettings(args.interval, args.jitter, args.max_backoff, args.runs)
+    raise SystemExit(watch(command or ["snakemake", "--cores", "all"], settings))
+
+
 def cmd_slurm_status(args: argparse.Namespace) -> None:
     from .slurm_status import job_state
 
@@ -224,6 +235,15 @@ def parser() -> argparse.ArgumentParser:
     check.add_argument("names", nargs="*", help="published names or globs (default: every resolved image)")
     check.add_argument("--layers", action="store_true", help="also re-extract every layer from its blob")
     check.add_argument("--repair", action="store_true", help="replace damaged trees with the fresh builds")
+    watcher = sub.add_parser("watch", help="run the sync every --interval seconds, one run at a time, until stopped")
+    watcher.add_argument("--interval", type=float, default=300, help="seconds between runs (default 300)")
+    watcher.add_argument("--jitter", type=float, default=0.1, help="random fraction of the interval, either way")
+    watcher.add_argument("--max-backoff", type=float, default=3600, help="longest wait after failed runs (s)")
+    watcher.add_argument("--runs", type=int, default=0, help="stop after this many runs (default: never)")
+    watcher.add_argument(
+        "sync_command", nargs=argparse.REMAINDER, help="after --: the sync command (default: snakemake --cores all)"
+    )
+    watcher.set_defaults(func=cmd_watch)
     status = sub.add_parser("slurm-status", help="a Slurm job's state for cluster-generic (running/success/failed)")
     status.add_argument("job_id", help="the job id as `sbatch --parsable` printed it")
     status.set_defaults(func=cmd_slurm_status)
