@@ -52,8 +52,10 @@ def get_state_file(wildcards):
 
 
 def start_run():
-    """A run that executes jobs (never a dry-run) starts with no failure records."""
-    clear_job_failures(STORE)
+    """A run that executes jobs (never a dry-run) starts with no failure records; one that syncs
+    only some tags (`only`) keeps the other images' records for the summary."""
+    if not CONFIGURED.settings["only"].strip():
+        clear_job_failures(STORE)
 
 
 def print_summary():

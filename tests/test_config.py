@@ -20,6 +20,7 @@ def test_defaults_filled() -> None:
         "work_dir": "work",
         "platforms": ["linux/amd64"],
         "offline": False,
+        "only": "",
         "resolve_workers": 8,
         "publisher": {"type": "directory"},
         "limits": {

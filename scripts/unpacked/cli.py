@@ -8,6 +8,7 @@
     unpacked summary        print the last run's failures; exit 1 unless all are ignorable
     unpacked gc             remove unreferenced flats, layers and blobs; --prune unpublishes dropped names
     unpacked verify         compare flat images (and layers) with fresh builds from their records; --repair
+    unpacked sync-one       sync some tags of the recipe only (what the push webhook runs)
     unpacked watch          run the sync every N seconds (jitter, backoff after failures), until SIGTERM
     unpacked slurm-status   a Slurm job's state, for the profiles/slurm-sbatch status command
 
@@ -168,6 +169,23 @@ def cmd_verify(args: argparse.Namespace) -> None:
         raise SystemExit(1)
 
 
+def cmd_sync_one(args: argparse.Namespace) -> None:
+    import subprocess
+
+    from .reference import parse_reference
+
+    words: list[str] = args.words
+    cut = words.index("--") if "--" in words else len(words)
+    if cut == 0:
+        raise UnpackedError("sync-one: name at least one tag, e.g. unpacked sync-one registry.example/repo:1.0")
+    refs = [parse_reference(text) for text in words[:cut]]  # refused here, before Snakemake starts
+    names = ",".join(ref.published_name for ref in refs)
+    extra = words[cut + 1 :]
+    command = ["snakemake", "--cores", "all", *extra, "--config", f"only={names}"]
+    log.info("sync-one: %s", " ".join(command))
+    raise SystemExit(subprocess.run(command, check=False).returncode)
+
+
 def cmd_watch(args: argparse.Namespace) -> None:
     from .watch import WatchSettings, watch
 
@@ -235,6 +253,14 @@ def parser() -> argparse.ArgumentParser:
     check.add_argument("names", nargs="*", help="published names or globs (default: every resolved image)")
     check.add_argument("--layers", action="store_true", help="also re-extract every layer from its blob")
     check.add_argument("--repair", action="store_true", help="replace damaged trees with the fresh builds")
+    one = sub.add_parser("sync-one", help="sync these tags only (each asked for by the recipe), nothing else")
+    one.add_argument(
+        "words",
+        nargs=argparse.REMAINDER,
+        metavar="REF [REF ...] [-- SNAKEMAKE_OPTION ...]",
+        help="registry/repository:tag (a scheme may precede it); after --, more Snakemake options",
+    )
+    one.set_defaults(func=cmd_sync_one)
     watcher = sub.add_parser("watch", help="run the sync every --interval seconds, one run at a time, until stopped")
     watcher.add_argument("--interval", type=float, default=300, help="seconds between runs (default 300)")
     watcher.add_argument("--jitter", type=float, default=0.1, help="random fraction of the interval, either way")

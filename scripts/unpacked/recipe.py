@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +25,26 @@ class Recipe:
     def is_ignored(self, ref: ImageRef) -> bool:
         """True if a failure of `ref` must not fail the run (DUCC's `ignoreErrors` globs)."""
         return any(ref.matches(pattern) for pattern in self.ignore_errors)
+
+    def narrowed_to(self, wanted: list[ImageRef]) -> Recipe:
+        """The recipe for these tags only, as the entries that ask for them spell them (scheme, and
+        registry name). A tag no entry asks for, by its tag or a glob, is refused."""
+        chosen: list[ImageRef] = []
+        for ref in wanted:
+            if ref.tag is None or ref.is_glob:
+                raise RecipeError(f"{ref}: name one tag (no digest, no glob) to sync")
+            asking = [
+                entry
+                for entry in self.images
+                if (entry.api_host, entry.api_repository) == (ref.api_host, ref.api_repository)
+                and entry.digest is None
+                and entry.tag is not None
+                and fnmatch.fnmatchcase(ref.tag, entry.tag)
+            ]
+            if not asking:
+                raise RecipeError(f"{ref.published_name}: no entry of recipe {self.source} asks for this tag")
+            chosen.append(asking[0].with_tag(ref.tag))
+        return Recipe(list(dict.fromkeys(chosen)), self.ignore_errors, self.source)
 
 
 def load_recipe(path: Path) -> Recipe:

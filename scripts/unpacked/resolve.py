@@ -262,7 +262,9 @@ class Resolver:
             layers=image.layers,
         )
 
-    def run(self, recipe: Recipe) -> Resolution:
+    def run(self, recipe: Recipe, keep: Resolution | None = None) -> Resolution:
+        """Resolve `recipe`; with `keep` (the last resolution), `recipe` is a part of the whole one:
+        what `keep` says of every other entry stays as it is."""
         result = Resolution()
         self.realms.load(self.store.realms)  # fetch each token first instead of collecting a 401
         workers = self.config["resolve_workers"]
@@ -294,6 +296,8 @@ class Resolver:
                 if missing:
                     log.warning("%s: no image for platform(s) %s (not fatal)", ref, ", ".join(missing))
                     result.notices.append(Notice(str(ref), missing))
+        if keep is not None:
+            result = merged_resolution(keep, result, {str(ref) for ref in recipe.images})
         changed = save_resolution(self.store, result)
         for image in changed:
             log.info("%s: changed upstream (manifest %s)", image.reference, image.manifest_digest)
@@ -358,6 +362,15 @@ class _Prefetch:
             )
             return False
         return True
+
+
+def merged_resolution(keep: Resolution, part: Resolution, references: set[str]) -> Resolution:
+    """`keep` with what it says of `references` replaced by `part` (which resolved only those)."""
+    return Resolution(
+        images={n: i for n, i in keep.images.items() if i.reference not in references} | part.images,
+        failures=[f for f in keep.failures if f.reference not in references] + part.failures,
+        notices=[n for n in keep.notices if n.reference not in references] + part.notices,
+    )
 
 
 def _named(err: Exception) -> Exception:

@@ -20,6 +20,7 @@ from .fsutil import json_bytes
 from .markers import drop_stale_markers
 from .placeholders import drop_placeholders
 from .recipe import Recipe, load_recipe
+from .reference import parse_reference
 from .resolve import Resolver
 from .safefs import write_if_changed
 from .state import Resolution, load_resolution
@@ -37,6 +38,8 @@ class Plan:
     store: Store
     resolution: Resolution
     settings_path: Path  # what the jobs read: named by the settings' digest, never rewritten
+    # With `only` set: the references this run syncs (every other image is left as it is).
+    only: set[str] | None = None
     blob_owner: dict[str, str] = field(default_factory=dict)  # layer or config hex -> published name
     diff_ids: dict[str, str] = field(default_factory=dict)  # layer hex -> diff_id
     flats_using: dict[str, set[str]] = field(default_factory=dict)  # layer digest -> config digests
@@ -56,8 +59,13 @@ class Plan:
 
     def targets(self) -> list[str]:
         """Every published name's marker, plus a failing report when some entries did not resolve."""
-        targets = [str(self.store.published_marker(name)) for name in self.names]
-        if self.resolution.unignored_failures:
+        names = self.names
+        failures = self.resolution.unignored_failures
+        if self.only is not None:
+            names = [name for name in names if self.resolution.images[name].reference in self.only]
+            failures = [failure for failure in failures if failure.reference in self.only]
+        targets = [str(self.store.published_marker(name)) for name in names]
+        if failures:
             targets.append(str(self.store.unresolved))
         return targets
 
@@ -204,6 +212,11 @@ def configure(config: dict[str, Any] | Path, main_process: bool) -> Configured:
     online = main_process and not settings["offline"]
     # Read before anything is written: a refused recipe leaves no work directory behind.
     recipe = load_recipe(Path(settings["recipe"])) if online else None
+    if settings["only"].strip():
+        if settings["offline"]:
+            raise ConfigError("config: only= syncs tags as they are upstream now; it cannot go with offline=true")
+        if recipe is not None:
+            recipe = recipe.narrowed_to([parse_reference(text.strip()) for text in settings["only"].split(",")])
     store = store_for(settings)
     check_layout(store)
     return Configured(settings, store, store.run_settings(settings_digest(settings)), recipe, main_process)
@@ -234,8 +247,13 @@ def _build_plan(configured: Configured) -> Plan:
     write_if_changed(settings_path, json_bytes(settings))
     write_if_changed(store.settings, json_bytes(settings))
     show_progress()
+    only = None
     if configured.recipe is None:
         resolution = load_resolution(store)
+    elif settings["only"].strip():
+        only = {str(ref) for ref in configured.recipe.images}
+        resolution = Resolver(settings, store).run(configured.recipe, keep=load_resolution(store))
+        log.info("resolved %s only; every other image stays as it is", ", ".join(sorted(only)))
     else:
         resolution = Resolver(settings, store).run(configured.recipe)
         log.info("resolved %d image(s), %d failure(s)", len(resolution.images), len(resolution.failures))
@@ -245,4 +263,4 @@ def _build_plan(configured: Configured) -> Plan:
         log.info("%d placeholder output(s) of ignored failures removed: their jobs run again", dropped)
     for problem in drop_stale_markers(store, resolution.images):
         log.warning("%s", problem)
-    return Plan(settings, store, resolution, settings_path)
+    return Plan(settings, store, resolution, settings_path, only)
