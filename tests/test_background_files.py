@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import os
 import stat
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from unpacked import extract
+from unpacked import extract, filewriters
 from unpacked.errors import LayerError
 
 from support import oci
@@ -51,6 +53,13 @@ def tree(root: Path) -> dict[str, tuple[str, int, bytes | str, int]]:
 
 def extracted(tmp_path: Path, name: str, tar: bytes, threads: int, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setattr(extract, "CREATE_THREADS", threads)
+    slow_write = filewriters.write_new_file
+
+    def slowly(*args: Any) -> None:  # files stay in flight while the reader goes on, whatever the disk
+        time.sleep(0.005)
+        slow_write(*args)
+
+    monkeypatch.setattr(filewriters, "write_new_file", slowly)
     blob = oci.LayerBlob.from_tar(tar, "gzip", "oci")
     (tmp_path / f"{name}.blob").write_bytes(blob.data)
     extract.extract_layer(tmp_path / f"{name}.blob", blob.diff_id, tmp_path / name, name)

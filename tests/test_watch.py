@@ -123,7 +123,7 @@ def test_sigterm_during_a_run_lets_the_run_finish(workdir: Workdir, registry: Lo
     workdir.configure([f"http://{registry.host}/{repo_name}/image:1"])
     watch = Watch(workdir, "--interval", "600")
     try:
-        watch.wait_for(r"run 1: ")
+        watch.wait_for(r"unpacked: resolved")  # Snakemake's own output: the run is under way
         watch.process.send_signal(signal.SIGTERM)
         assert watch.process.wait(timeout=300) == 0, watch.text()[-3000:]
     finally:

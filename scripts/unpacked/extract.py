@@ -359,6 +359,11 @@ def _extract_stream(raw: BinaryIO, rootfs: str, diff_id: str, what: str, max_byt
             raise LayerError(f"{err} (at or after entry {current!r})") from None
         writer.files.drain()  # every file exists (or its failure is raised) before the verdict
         digest = hashing.digest
+    except BaseException:
+        deferred = writer.files.close()
+        if deferred is not None and deferred.errno in ENVIRONMENT_ERRNOS:
+            raise deferred from None  # a full disk under an earlier file: the machine's fault comes first
+        raise
     finally:
         writer.files.close()  # nothing is created once this returns: staging can be removed
         hashing.close()  # stops the decompression thread, also when the layer was refused

@@ -76,12 +76,20 @@ class FileWriters:
         while self._pending:
             self._finish_oldest()
 
-    def close(self) -> None:
-        """Stop: wait for what is in flight (so nothing is created after this returns), drop errors."""
+    def close(self) -> OSError | None:
+        """Stop: files not started are dropped, those in flight waited for (nothing is created after
+        this returns); the first of their failures, in entry order, is returned, not raised."""
         if self._pool is None:
-            return
+            return None
         for future, _, _ in self._pending:
             future.cancel()
         self._pool.shutdown(wait=True)
+        first: OSError | None = None
+        for future, _, _ in self._pending:
+            error = None if future.cancelled() else future.exception()
+            if isinstance(error, OSError):
+                first = error
+                break
         self._pending.clear()
         self._bytes = 0
+        return first

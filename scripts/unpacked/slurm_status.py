@@ -68,6 +68,9 @@ def job_state(job_id: str, run: Runner = _run) -> str:
         try:
             done = run(command)
         except (OSError, subprocess.TimeoutExpired) as err:
+            if command[0] == "squeue" and isinstance(err, subprocess.TimeoutExpired):
+                log.warning("slurm-status: squeue timed out for job %s, assuming it still runs", job)
+                return "running"  # an overloaded controller: the job may well be running
             log.warning("slurm-status: %s failed (%s)", command[0], err)
             continue
         state = parse(done.stdout) if done.returncode == 0 else None

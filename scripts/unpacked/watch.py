@@ -14,13 +14,13 @@ import logging
 import random
 import signal
 import subprocess
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from types import FrameType
 
 log = logging.getLogger(__name__)
+STOP_POLL_SECONDS = 0.2
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,8 @@ class Watcher:
         self.command = list(command)
         self.settings = settings
         self.rng = rng or random.Random()
-        self._stop = threading.Event()
+        # A plain flag: a signal handler must not take a lock the interrupted code may hold.
+        self._stop = False
         self._running: subprocess.Popen[bytes] | None = None
 
     def request_stop(self, signum: int, frame: FrameType | None = None) -> None:
@@ -53,15 +54,26 @@ class Watcher:
             log.info("watch: %s received: stopping after the current run", name)
         else:
             log.info("watch: %s received: stopping", name)
-        self._stop.set()
+        self._stop = True
 
-    def run_once(self, number: int) -> int:
+    def _sleep(self, seconds: float) -> None:
+        """Sleep, waking within a fraction of a second of a stop request."""
+        deadline = time.monotonic() + seconds
+        while not self._stop and (left := deadline - time.monotonic()) > 0:
+            time.sleep(min(left, STOP_POLL_SECONDS))
+
+    def run_once(self, number: int) -> int | None:
+        """Run the sync once: its exit status, or None if a stop came before it started."""
+        if self._stop:
+            return None
         started = time.monotonic()
         log.info("watch: run %d: %s", number, " ".join(self.command))
         try:
             # Its own process group: a terminal's Ctrl-C reaches the watcher only, which lets the run finish.
             self._running = subprocess.Popen(self.command, start_new_session=True)
             code = self._running.wait()
+            if code < 0:  # killed by a signal: the shell's convention, 128 + its number
+                code = 128 - code
         except OSError as err:
             log.error("watch: run %d could not start: %s", number, err)
             code = 127
@@ -81,16 +93,18 @@ class Watcher:
         failures = 0
         number = 0
         code = 0
-        while not self._stop.is_set():
-            number += 1
-            code = self.run_once(number)
+        while not self._stop:
+            result = self.run_once(number + 1)
+            if result is None:
+                break
+            number, code = number + 1, result
             failures = 0 if code == 0 else failures + 1
-            if self._stop.is_set() or (self.settings.runs and number >= self.settings.runs):
+            if self._stop or (self.settings.runs and number >= self.settings.runs):
                 break
             wait = next_wait(self.settings, failures, self.rng)
             why = f" ({failures} failed run(s) in a row: backing off)" if failures else ""
             log.info("watch: next run in %.1f s%s", wait, why)
-            self._stop.wait(wait)
+            self._sleep(wait)
         log.info("watch: stopped after %d run(s)", number)
         return code
 

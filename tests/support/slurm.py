@@ -51,6 +51,14 @@ class LocalSlurm:
         return found
 
     def __enter__(self) -> LocalSlurm:
+        try:
+            self._start_cluster()
+        except BaseException:
+            self.__exit__(None, None, None)  # no daemon outlives a failed start
+            raise
+        return self
+
+    def _start_cluster(self) -> None:
         d = self.directory
         for sub in ("munge", "state", "spool", "log", "bin"):
             (d / sub).mkdir(parents=True, exist_ok=True)
@@ -114,7 +122,6 @@ class LocalSlurm:
         self._start([self._sbin("slurmctld"), "-D", "-f", str(self.conf)])
         self._start([self._sbin("slurmd"), "-D", "-f", str(self.conf), "-N", self.node])
         self._wait(self._idle, f"the Slurm node did not become idle; see {d / 'log'}")
-        return self
 
     def _start(self, command: list[str]) -> None:
         log = open(self.directory / "log" / f"{Path(command[0]).name}.out", "ab")  # noqa: SIM115 - the daemon's
