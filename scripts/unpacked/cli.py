@@ -9,6 +9,7 @@
     unpacked gc             remove unreferenced flats, layers and blobs; --prune unpublishes dropped names
     unpacked verify         compare flat images (and layers) with fresh builds from their records; --repair
     unpacked sync-one       sync some tags of the recipe only (what the push webhook runs)
+    unpacked serve-hook     receive registry notifications and push webhooks; sync the pushed tags
     unpacked watch          run the sync every N seconds (jitter, backoff after failures), until SIGTERM
     unpacked slurm-status   a Slurm job's state, for the profiles/slurm-sbatch status command
 
@@ -186,6 +187,22 @@ def cmd_sync_one(args: argparse.Namespace) -> None:
     raise SystemExit(subprocess.run(command, check=False).returncode)
 
 
+def cmd_serve_hook(args: argparse.Namespace) -> None:
+    from .config import load_config_file, validate_config
+    from .hook import serve
+
+    host, _, port = args.listen.rpartition(":")
+    if not host or not port.isdigit():
+        raise UnpackedError(f"serve-hook: --listen {args.listen!r}: expected HOST:PORT, e.g. 127.0.0.1:8080")
+    try:
+        secret = args.secret_file.read_text().strip()
+    except OSError as err:
+        raise UnpackedError(f"serve-hook: cannot read the secret file {args.secret_file}: {err.strerror}") from None
+    recipe = Path(validate_config(load_config_file(args.config))["recipe"])
+    command = args.sync_command[1:] if args.sync_command[:1] == ["--"] else args.sync_command
+    serve((host, int(port)), secret, recipe, command or ["snakemake", "--cores", "all"], args.registry)
+
+
 def cmd_watch(args: argparse.Namespace) -> None:
     from .watch import WatchSettings, watch
 
@@ -261,6 +278,15 @@ def parser() -> argparse.ArgumentParser:
         help="registry/repository:tag (a scheme may precede it); after --, more Snakemake options",
     )
     one.set_defaults(func=cmd_sync_one)
+    hook = sub.add_parser("serve-hook", help="sync pushed tags on registry notifications and push webhooks")
+    hook.add_argument("--listen", default="127.0.0.1:8080", help="HOST:PORT to listen on (default 127.0.0.1:8080)")
+    hook.add_argument("--secret-file", type=Path, required=True, help="file holding the shared secret (16+ chars)")
+    hook.add_argument("--config", type=Path, default=Path("config/config.yaml"), help="where the recipe is named")
+    hook.add_argument("--registry", help="registry name for events that do not name one (or to override it)")
+    hook.add_argument(
+        "sync_command", nargs=argparse.REMAINDER, help="after --: the sync command (default: snakemake --cores all)"
+    )
+    hook.set_defaults(func=cmd_serve_hook)
     watcher = sub.add_parser("watch", help="run the sync every --interval seconds, one run at a time, until stopped")
     watcher.add_argument("--interval", type=float, default=300, help="seconds between runs (default 300)")
     watcher.add_argument("--jitter", type=float, default=0.1, help="random fraction of the interval, either way")

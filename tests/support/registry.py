@@ -51,8 +51,11 @@ class LocalRegistry:
         password: str | None = None,
         token_server: TokenServer | None = None,
         workdir: Path | None = None,
+        notify: dict[str, object] | None = None,
     ) -> None:
+        """`notify`: one entry of the registry's `notifications: endpoints:` (url, headers, ...)."""
         self.binary = require_binary("docker-registry", "docker-registry")
+        self.notify = notify
         self.auth = auth
         self.username: str | None = username if auth != "none" else None
         self.password: str | None = (password or secrets.token_hex(8)) if auth != "none" else None
@@ -81,6 +84,9 @@ class LocalRegistry:
             },
             "http": {"addr": self.host, "secret": secrets.token_hex(16)},
         }
+        if self.notify is not None:
+            endpoint = {"name": "test", "timeout": "2s", "threshold": 5, "backoff": "1s", **self.notify}
+            cfg["notifications"] = {"endpoints": [endpoint]}
         if self.auth == "htpasswd":
             assert self.username and self.password
             htpasswd = require_binary("htpasswd", "apache2-utils")
