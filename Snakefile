@@ -40,8 +40,8 @@ onstart:
 
 
 onsuccess:
-    print_summary()
+    finish_run()
 
 
 onerror:
-    print_summary()
+    finish_run()

@@ -2,13 +2,17 @@ import shutil
 import subprocess
 import sys
 
+from snakemake.exceptions import WorkflowError
+
 from unpacked.failures import clear_job_failures
 from unpacked.workflow import configure
 
 # Parsing only checks the config and reads the recipe. Registries are contacted (once, in the main
 # process; jobs and cluster nodes reuse its state) when the DAG is first built: `--lint`,
 # `--list-rules` and `--unlock` never resolve, and never take the run lock.
-CONFIGURED = configure(config, main_process=workflow.is_main_process)
+CONFIGURED = configure(
+    config, main_process=workflow.is_main_process, dry_run=workflow.dryrun
+)
 # Every path comes from the Store: rules take their patterns from it (STORE.pattern("blob"), ...).
 STORE = CONFIGURED.store
 # Named by the settings' digest: another invocation cannot change what a running job reads. Rules
@@ -56,6 +60,21 @@ def start_run():
     only some tags (`only`) keeps the other images' records for the summary."""
     if not CONFIGURED.settings["only"].strip():
         clear_job_failures(STORE)
+
+
+def finish_run():
+    """Commit the publisher's last batch of images (a run that executed jobs only), then print the
+    summary. A failed final commit fails the run: those images are published again next time.
+    """
+    failed = False
+    if not workflow.dryrun:
+        done = subprocess.run(
+            [*UNPACKED.split(), "publish-finish", "--settings", SETTINGS], check=False
+        )
+        failed = done.returncode != 0
+    print_summary()
+    if failed:
+        raise WorkflowError("the last publish transaction did not commit (see above)")
 
 
 def print_summary():

@@ -8,6 +8,7 @@ to the root happened inside exactly one transaction.
 
 from __future__ import annotations
 
+import json
 import stat
 import subprocess
 from pathlib import Path
@@ -15,27 +16,18 @@ from pathlib import Path
 import pytest
 
 from support import oci
+from support.fake_cvmfs import fake_cvmfs_hooks
 from support.registry import LocalRegistry
 from support.workflow import run_workflow, write_config
 
 pytestmark = pytest.mark.workflow
 
 
-def fake_cvmfs_hooks(state: Path) -> dict[str, str]:
-    lock, journal = state / "transaction.open", state / "journal"
-    return {
-        "type": "hook",
-        "begin": f"mkdir {lock} && echo begin >> {journal}",
-        "commit": f"rmdir {lock} && echo commit >> {journal}",
-        "abort": f"rmdir {lock} && echo abort >> {journal}",
-    }
-
-
 def run(directory: Path) -> subprocess.CompletedProcess[str]:
     return run_workflow(directory)
 
 
-def configure(directory: Path, registry: LocalRegistry, images: list[str], publisher: dict[str, str]) -> None:
+def configure(directory: Path, registry: LocalRegistry, images: list[str], publisher: dict[str, object]) -> None:
     recipe = [f"http://{registry.host}/{i}" for i in images]
     write_config(directory, recipe, {registry.host: {"insecure": True}}, output_root="cvmfs", publisher=publisher)
 
@@ -122,3 +114,101 @@ def test_failed_commit_aborts_the_transaction(tmp_path: Path, registry: LocalReg
     assert done.returncode != 0
     assert (state / "journal").read_text().split() == ["begin", "commit-failed", "abort"]
     assert not (state / "transaction.open").exists(), "no transaction is left open for the next run"
+
+
+def recording_cvmfs_hooks(state: Path, root: Path, batch_images: int) -> dict[str, object]:
+    """The FAKE above, also recording the root's tree at every commit and abort: a `begin` that finds
+    the tree changed since then journals `written-outside`, a change made outside any transaction."""
+    hooks: dict[str, object] = dict(fake_cvmfs_hooks(state))
+    listing = f"(find {root} -printf '%p %y %s %T@ %l\\n' 2>/dev/null | sort)"
+    snapshot, journal = state / "snapshot", state / "journal"
+    check = f"if [ -e {snapshot} ]; then {listing} | cmp -s - {snapshot} || echo written-outside >> {journal}; fi"
+    hooks["begin"] = f"{check}; {hooks['begin']}"
+    hooks["commit"] = f"{hooks['commit']} && {listing} > {snapshot}"
+    hooks["abort"] = f"{hooks['abort']} && {listing} > {snapshot}"
+    hooks["batch_images"] = batch_images
+    hooks["batch_seconds"] = 600
+    return hooks
+
+
+def push_apps(registry: LocalRegistry, repo_name: str, count: int) -> list[str]:
+    names = [f"{repo_name}/app:{n}" for n in range(count)]
+    for number, name in enumerate(names):
+        repo, tag = name.rsplit(":", 1)
+        layer = oci.TarLayer().add_dir("etc").add_file("etc/id", f"{number}\n".encode()).tar_bytes()
+        oci.push(registry, repo, tag, oci.build_image([layer]))
+    return names
+
+
+def test_images_are_published_in_batches(tmp_path: Path, registry: LocalRegistry, repo_name: str) -> None:
+    names = push_apps(registry, repo_name, 5)
+    state, root = tmp_path / "fake-cvmfs", tmp_path / "run/cvmfs"
+    state.mkdir()
+    configure(tmp_path / "run", registry, names, recording_cvmfs_hooks(state, root, batch_images=2))
+    done = run(tmp_path / "run")
+    assert done.returncode == 0, done.stdout + done.stderr
+    # 2 + 2 images, then the last one, committed by the end of the run.
+    assert (state / "journal").read_text().split() == ["begin", "commit"] * 3
+    assert not (tmp_path / "run/work/publish-transaction.json").exists()
+    for number, name in enumerate(names):
+        assert (root / registry.host / name / "etc/id").read_text() == f"{number}\n"
+    # A no-op rerun publishes nothing, so opens no transaction.
+    assert run(tmp_path / "run").returncode == 0
+    assert (state / "journal").read_text().split() == ["begin", "commit"] * 3
+
+
+def batched(tmp_path: Path, registry: LocalRegistry, repo_name: str, count: int) -> tuple[list[str], Path, Path]:
+    """`count` images pushed and a workflow configured to publish them in batches of 10: (names,
+    the fake's state directory, the root)."""
+    names = push_apps(registry, repo_name, count)
+    state, root = tmp_path / "fake-cvmfs", tmp_path / "run/cvmfs"
+    state.mkdir()
+    configure(tmp_path / "run", registry, names, recording_cvmfs_hooks(state, root, batch_images=10))
+    return names, state, root
+
+
+def test_a_failing_image_aborts_its_batch_and_the_others_are_published_again(
+    tmp_path: Path, registry: LocalRegistry, repo_name: str
+) -> None:
+    names, state, root = batched(tmp_path, registry, repo_name, 4)
+    blocker = root / registry.host / names[2]  # not ours, where a link must go: that publish fails
+    blocker.mkdir(parents=True)
+    done = run(tmp_path / "run")
+    assert done.returncode != 0
+    journal = (state / "journal").read_text().split()
+    assert "written-outside" not in journal
+    assert journal.count("abort") == 1 and journal[-1] == "commit", journal
+    opened = False
+    for step in journal:  # begin and commit/abort alternate: never two open, never one left open
+        assert (step == "begin") != opened, journal
+        opened = step == "begin"
+    assert not opened and not (state / "transaction.open").exists()
+    for number, name in enumerate(names):
+        if number == 2:
+            assert (
+                not (blocker / "etc").exists()
+                and not (tmp_path / "run/work/published" / registry.host / f"{name}.json").exists()
+            )
+            continue
+        assert (root / registry.host / name / "etc/id").read_text() == f"{number}\n", name
+        assert (tmp_path / "run/work/published" / registry.host / f"{name}.json").exists(), name
+
+
+def test_a_transaction_left_open_by_a_crash_is_aborted_and_its_images_published_again(
+    tmp_path: Path, registry: LocalRegistry, repo_name: str
+) -> None:
+    names, state, root = batched(tmp_path, registry, repo_name, 2)
+    hooks = recording_cvmfs_hooks(state, root, batch_images=10)
+    assert run(tmp_path / "run").returncode == 0
+    assert (state / "journal").read_text().split() == ["begin", "commit"]
+    # A crash after names[0] was published into an open batch: the transaction is open, its marker says done.
+    subprocess.run(str(hooks["begin"]), shell=True, check=True)
+    (tmp_path / "run/work/publish-transaction.json").write_text(
+        json.dumps({"opened": 0, "images": [f"{registry.host}/{names[0]}"]})
+    )
+    done = run(tmp_path / "run")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "was left open (a crash?): aborting it" in done.stdout + done.stderr
+    assert (state / "journal").read_text().split() == ["begin", "commit", "begin", "abort", "begin", "commit"]
+    assert "rule publish_image" in done.stdout + done.stderr and f"name={registry.host}/{names[1]}" not in done.stdout
+    assert (root / registry.host / names[0] / "etc/id").read_text() == "0\n"

@@ -11,6 +11,7 @@
     unpacked sync-one       sync some tags of the recipe only (what the push webhook runs)
     unpacked serve-hook     receive registry notifications and push webhooks; sync the pushed tags
     unpacked watch          run the sync every N seconds (jitter, backoff after failures), until SIGTERM
+    unpacked publish-finish commit the hook publisher's last batch (run at the end of every sync)
     unpacked slurm-status   a Slurm job's state, for the profiles/slurm-sbatch status command
 
 Errors are caught here, once, and printed as one line naming the image and what to do. A job
@@ -139,6 +140,8 @@ def cmd_gc(args: argparse.Namespace) -> None:
     hold_run_lock(store)  # never while a sync runs in this work directory
     recipe = load_recipe(Path(settings["recipe"])) if args.prune else None
     publisher = make_publisher(settings, store)
+    if not args.dry_run:
+        publisher.recover()  # a transaction a crash left open would refuse gc's own
     plan = collect_garbage(
         store, publisher, args.grace_days, recipe, args.max_fraction, args.force, dry_run=args.dry_run
     )
@@ -156,6 +159,8 @@ def cmd_verify(args: argparse.Namespace) -> None:
     settings = _settings(args.settings)
     store = store_for(settings)
     hold_run_lock(store)  # a repair must not race a sync
+    if args.repair:
+        make_publisher(settings, store).recover()  # a transaction a crash left open would refuse the repair's
     globs = args.names or ["*"]
     images = load_resolution(store).images
     chosen = [image for name, image in sorted(images.items()) if any(fnmatch.fnmatchcase(name, g) for g in globs)]
@@ -185,6 +190,13 @@ def cmd_sync_one(args: argparse.Namespace) -> None:
     command = ["snakemake", "--cores", "all", *extra, "--config", f"only={names}"]
     log.info("sync-one: %s", " ".join(command))
     raise SystemExit(subprocess.run(command, check=False).returncode)
+
+
+def cmd_publish_finish(args: argparse.Namespace) -> None:
+    from .publish import make_publisher
+
+    settings = _settings(args.settings)
+    make_publisher(settings, store_for(settings)).finish_run()
 
 
 def cmd_serve_hook(args: argparse.Namespace) -> None:
@@ -299,6 +311,7 @@ def parser() -> argparse.ArgumentParser:
     status = sub.add_parser("slurm-status", help="a Slurm job's state for cluster-generic (running/success/failed)")
     status.add_argument("job_id", help="the job id as `sbatch --parsable` printed it")
     status.set_defaults(func=cmd_slurm_status)
+    job("publish-finish", cmd_publish_finish, "commit the publisher's open batch (the end of a run does)")
     resolve = sub.add_parser("resolve", help="resolve tags and manifests")
     resolve.add_argument("--config", type=Path, default=Path("config/config.yaml"))
     resolve.set_defaults(func=cmd_resolve)

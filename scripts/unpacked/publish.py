@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import logging
 import os
 import shlex
@@ -29,8 +30,8 @@ from typing import Any
 
 from .errors import PublishError
 from .fsutil import copy_tree, discard, naming_failures
-from .safefs import held_lock, replace_symlink, staged_dir
-from .state import ResolvedImage, SyncRecord, load_record, record_json
+from .safefs import held_lock, replace_symlink, staged_dir, write_atomic
+from .state import ResolvedImage, SyncRecord, load_record, record_json, save_published_marker
 from .store import METADATA_KEY_LENGTH, Store
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,20 @@ class DirectoryPublisher:
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
         yield
+
+    def publish_now(self, image: ResolvedImage, flat: Path) -> None:
+        """What a publish job calls: `publish` inside this publisher's transaction (or its batch),
+        then the job's marker."""
+        with self.transaction():
+            self.publish(image, flat)
+        save_published_marker(self.store, image)
+
+    def finish_run(self) -> None:
+        """At the end of a run: nothing is pending in a plain directory."""
+
+    def recover(self) -> list[str]:
+        """At the start of a run: names whose publication a crash may have lost (none here)."""
+        return []
 
     def publish(self, image: ResolvedImage, flat: Path) -> None:
         """Make the published name point at `flat` and record its metadata."""
@@ -134,12 +149,124 @@ def _link_target(path: Path) -> str | None:
 
 
 class HookPublisher(DirectoryPublisher):
+    """Changes go through begin/commit/abort commands, in batches of up to `batch_images` images.
+
+    A batch is a transaction left open between publish jobs: each job, under the publish lock,
+    opens one if none is open, publishes its image into it, and commits it when it holds
+    `batch_images` images or has been open `batch_seconds`; the end of the run commits what is left
+    (`finish_run`). `<work>/publish-transaction.json` names the open transaction's images, so that
+    - a job whose publication fails aborts the transaction, then publishes the images already in it
+      again in a new one (their changes are kept), and fails alone;
+    - after a crash, the next run aborts the transaction left open and publishes its images again
+      (`recover`): nothing half-written is ever committed.
+    With `batch_images: 1` every image is its own transaction, committed before its job ends.
+    """
+
     def __init__(self, store: Store, settings: dict[str, Any]) -> None:
         super().__init__(store)
         missing = [key for key in ("begin", "commit", "abort") if not settings.get(key)]
         if missing:
             raise PublishError(f"publisher type 'hook' needs the command(s): {', '.join(missing)}")
         self.commands = settings
+        self.batch_images = int(settings.get("batch_images", 1))
+        self.batch_seconds = float(settings.get("batch_seconds", 60))
+
+    def _open_batch(self) -> dict[str, Any] | None:
+        try:
+            batch: dict[str, Any] = json.loads(self.store.publish_transaction.read_text())
+        except FileNotFoundError:
+            return None
+        return batch
+
+    def _save_batch(self, batch: dict[str, Any] | None) -> None:
+        if batch is None:
+            self.store.publish_transaction.unlink(missing_ok=True)
+        else:
+            write_atomic(self.store.publish_transaction, json.dumps(batch).encode())
+
+    def publish_now(self, image: ResolvedImage, flat: Path) -> None:
+        with held_lock(self.store.publish_lock):
+            batch = self._open_batch()
+            if batch is None:
+                self._run("begin")
+                batch = {"opened": time.time(), "images": []}
+                self._save_batch(batch)
+            try:
+                self.publish(image, flat)
+            except BaseException as err:
+                self._abort_batch(batch, err)
+                raise
+            batch["images"].append(image.name)
+            self._save_batch(batch)
+            # Under the lock: a later failure of this batch finds the marker there to remove.
+            save_published_marker(self.store, image)
+            full = len(batch["images"]) >= self.batch_images
+            if full or time.time() - batch["opened"] >= self.batch_seconds:
+                self._commit_batch(batch)
+
+    def finish_run(self) -> None:
+        with held_lock(self.store.publish_lock):
+            batch = self._open_batch()
+            if batch is not None:
+                self._commit_batch(batch)
+
+    def recover(self) -> list[str]:
+        with held_lock(self.store.publish_lock):
+            batch = self._open_batch()
+            if batch is None:
+                return []
+            log.warning(
+                "publish transaction with %d image(s) was left open (a crash?): aborting it; they are published again",
+                len(batch["images"]),
+            )
+            self._run("abort")
+            self._save_batch(None)
+            names: list[str] = batch["images"]
+            for name in names:
+                self.store.published_marker(name).unlink(missing_ok=True)
+            return names
+
+    def _commit_batch(self, batch: dict[str, Any]) -> None:
+        try:
+            self._run("commit")
+        except PublishError as err:
+            self._abort_after(err)  # a transaction left open would refuse every later begin
+            self._save_batch(None)
+            self._forget(batch["images"])
+            raise
+        self._save_batch(None)
+        log.info("published %d image(s) in one transaction", len(batch["images"]))
+
+    def _abort_batch(self, batch: dict[str, Any], err: BaseException) -> None:
+        """Abort after a failure, then publish the batch's other images again in a new transaction."""
+        others: list[str] = batch["images"]
+        self._save_batch(None)
+        try:
+            self._abort_after(err)
+        except PublishError:
+            self._forget(others)
+            raise
+        if not others:
+            return
+        from .state import load_image  # only a failing batch needs it
+
+        log.warning("publishing the %d other image(s) of the aborted transaction again", len(others))
+        try:
+            with self._transaction_held():  # publish_now holds the lock
+                for name in others:
+                    image = load_image(self.store, name)
+                    if image is None:
+                        raise PublishError(f"{name}: no resolved state to publish it again")
+                    self.publish(image, self.store.built_flat(image.config_digest))
+        except BaseException:
+            self._forget(others)
+            raise
+
+    def _forget(self, names: list[str]) -> None:
+        """These images' jobs ended, but their transaction did not commit: the next run redoes them."""
+        for name in names:
+            self.store.published_marker(name).unlink(missing_ok=True)
+            log.error("%s: its publication was not committed; the next run publishes it again", name)
 
     def _run(self, step: str) -> None:
         command = self.commands[step]
@@ -150,18 +277,23 @@ class HookPublisher(DirectoryPublisher):
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
-        with held_lock(self.store.publish_lock):
-            self._run("begin")
-            try:
-                yield
-            except BaseException as err:
-                self._abort_after(err)
-                raise
-            try:
-                self._run("commit")
-            except PublishError as err:
-                self._abort_after(err)  # a transaction left open would refuse every later begin
-                raise
+        with held_lock(self.store.publish_lock), self._transaction_held():
+            yield
+
+    @contextlib.contextmanager
+    def _transaction_held(self) -> Iterator[None]:
+        """One transaction, the publish lock already held by this process (an flock is not reentrant)."""
+        self._run("begin")
+        try:
+            yield
+        except BaseException as err:
+            self._abort_after(err)
+            raise
+        try:
+            self._run("commit")
+        except PublishError as err:
+            self._abort_after(err)  # a transaction left open would refuse every later begin
+            raise
 
     def _abort_after(self, err: BaseException) -> None:
         try:

@@ -14,6 +14,7 @@ every path the workflow reads or writes: the rules take their patterns from `Sto
 <work>/failures/<action>-<key hash>.json   a failed job of this run, and `unresolved` (see report.smk)
 <work>/logs/<rule>/...                one log per job
 <work>/publish.lock                   transaction publishers take turns here
+<work>/publish-transaction.json       the hook publisher's open transaction and its images (batches)
 <work>/flat/<hex[:2]>/<hex>/          flat images built for a transaction publisher to copy in
 <work>/trash/                         what is being deleted (renamed here first, then removed)
 <root>/.flat/<hex[:2]>/<hex>/         a flattened image, named by its config digest
@@ -167,6 +168,10 @@ class Store:
     @property
     def publish_lock(self) -> Path:
         return self.work / "publish.lock"
+
+    @property
+    def publish_transaction(self) -> Path:
+        return self.work / "publish-transaction.json"
 
     @property
     def failures(self) -> Path:

@@ -26,7 +26,7 @@ from .extract import LayerIndex, extract_layer
 from .flatten import flatten_image
 from .fsutil import naming_failures
 from .safefs import held_lock
-from .state import FlatMarker, ResolvedImage, save_flat_marker, save_published_marker
+from .state import FlatMarker, ResolvedImage, save_flat_marker
 from .store import Store
 
 if TYPE_CHECKING:  # an extract job never loads the publisher (nor its subprocess machinery)
@@ -98,9 +98,8 @@ def build_flat(store: Store, image: ResolvedImage, layer_name: LayerName = layer
 
 def publish_image(store: Store, publisher: DirectoryPublisher, image: ResolvedImage) -> None:
     """Point `image.name` at its flat image (in one transaction of `publisher`); write its marker."""
-    with naming_failures(store.link(image.name)), publisher.transaction():
-        publisher.publish(image, store.built_flat(image.config_digest))
-    save_published_marker(store, image)
+    with naming_failures(store.link(image.name)):
+        publisher.publish_now(image, store.built_flat(image.config_digest))  # and writes the marker
 
 
 def extract_missing_layers(store: Store, image: ResolvedImage, layer_name: LayerName) -> None:

@@ -193,6 +193,7 @@ class Configured:
     settings_path: Path  # what the jobs read: named by the settings' digest, never rewritten
     recipe: Recipe | None  # None when not resolving (a job, or offline)
     main_process: bool
+    dry_run: bool = False
     _plan: Plan | None = None
 
     def plan(self) -> Plan:
@@ -201,7 +202,7 @@ class Configured:
         return self._plan
 
 
-def configure(config: dict[str, Any] | Path, main_process: bool) -> Configured:
+def configure(config: dict[str, Any] | Path, main_process: bool, dry_run: bool = False) -> Configured:
     """Validate the config and read the recipe; refuse either before anything is written."""
     if isinstance(config, Path):
         config = load_config_file(config)
@@ -219,7 +220,8 @@ def configure(config: dict[str, Any] | Path, main_process: bool) -> Configured:
             recipe = recipe.narrowed_to([parse_reference(text.strip()) for text in settings["only"].split(",")])
     store = store_for(settings)
     check_layout(store)
-    return Configured(settings, store, store.run_settings(settings_digest(settings)), recipe, main_process)
+    settings_path = store.run_settings(settings_digest(settings))
+    return Configured(settings, store, settings_path, recipe, main_process, dry_run)
 
 
 def prepare(config: dict[str, Any] | Path, main_process: bool) -> Plan:
@@ -257,6 +259,11 @@ def _build_plan(configured: Configured) -> Plan:
     else:
         resolution = Resolver(settings, store).run(configured.recipe)
         log.info("resolved %d image(s), %d failure(s)", len(resolution.images), len(resolution.failures))
+    if not configured.dry_run:  # a transaction a crash left open is aborted; its images published again
+        from .publish import make_publisher
+
+        for name in make_publisher(settings, store).recover():
+            log.warning("%s: its publication was not committed before the last run ended; publishing it again", name)
     # Placeholders stand for last run's ignored failures: gone, their jobs are in the DAG again.
     dropped = drop_placeholders(store)
     if dropped:
