@@ -12,11 +12,9 @@ profiles/slurm` and `--workflow-profile profiles/slurm-sbatch`. Prints medians a
 from __future__ import annotations
 
 import argparse
-import io
 import statistics
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -32,20 +30,12 @@ from support.workflow import REPO, SNAKEMAKE, workflow_env, write_config
 VARIANTS = ("local", "slurm", "slurm-sbatch")
 
 
-def tar_of(root: Path) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for path in sorted(root.rglob("*")):
-            tar.add(path, arcname=str(path.relative_to(root)), recursive=False)
-    return buffer.getvalue()
-
-
 def demo_image(workdir: Path) -> oci.Image:
     rootfs = make_busybox_rootfs(workdir / "rootfs")
     (rootfs / "etc").mkdir(exist_ok=True)
     (rootfs / "etc" / "obsolete.conf").write_text("old\n")
     second = oci.TarLayer().add_file("etc/motd", b"hello from the demo\n").add_whiteout("etc/obsolete.conf")
-    return oci.build_image([tar_of(rootfs), second.tar_bytes()])
+    return oci.build_image([oci.tree_layer(rootfs), second.tar_bytes()])
 
 
 def timed_sync(variant: str, directory: Path, slurm: LocalSlurm) -> float:

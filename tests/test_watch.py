@@ -101,11 +101,16 @@ def test_watch_survives_failures_backs_off_and_picks_up_changes(
         watch.stop()
 
 
+def watch_one_image(workdir: Workdir, registry: LocalRegistry, repo_name: str, text: str) -> Watch:
+    """A recipe of one image holding `text`, watched with a 600 s interval."""
+    oci.push(registry, f"{repo_name}/image", "1", good_image(text))
+    workdir.configure([f"http://{registry.host}/{repo_name}/image:1"])
+    return Watch(workdir, "--interval", "600")
+
+
 @pytest.mark.workflow
 def test_sigterm_between_runs_stops_at_once(workdir: Workdir, registry: LocalRegistry, repo_name: str) -> None:
-    oci.push(registry, f"{repo_name}/image", "1", good_image("idle\n"))
-    workdir.configure([f"http://{registry.host}/{repo_name}/image:1"])
-    watch = Watch(workdir, "--interval", "600")
+    watch = watch_one_image(workdir, registry, repo_name, "idle\n")
     try:
         watch.wait_for(r"next run in")
         started = time.monotonic()
@@ -119,9 +124,7 @@ def test_sigterm_between_runs_stops_at_once(workdir: Workdir, registry: LocalReg
 
 @pytest.mark.workflow
 def test_sigterm_during_a_run_lets_the_run_finish(workdir: Workdir, registry: LocalRegistry, repo_name: str) -> None:
-    oci.push(registry, f"{repo_name}/image", "1", good_image("whole\n"))
-    workdir.configure([f"http://{registry.host}/{repo_name}/image:1"])
-    watch = Watch(workdir, "--interval", "600")
+    watch = watch_one_image(workdir, registry, repo_name, "whole\n")
     try:
         watch.wait_for(r"unpacked: resolved")  # Snakemake's own output: the run is under way
         watch.process.send_signal(signal.SIGTERM)

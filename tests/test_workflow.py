@@ -9,12 +9,10 @@ a no-op rerun, then one tag moving upstream.
 from __future__ import annotations
 
 import base64
-import io
 import json
 import os
 import re
 import subprocess
-import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,15 +26,6 @@ from support.umoci_images import make_busybox_rootfs
 from support.workflow import run_workflow, workflow_env
 
 pytestmark = pytest.mark.workflow
-
-
-def rootfs_layer(root: Path) -> bytes:
-    """A real tar layer of a directory tree (what `docker build` or umoci would produce)."""
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for path in sorted(root.rglob("*")):
-            tar.add(path, arcname=str(path.relative_to(root)), recursive=False)
-    return buffer.getvalue()
 
 
 @dataclass
@@ -181,7 +170,7 @@ def unsynced(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sync]:
         auth = base64.b64encode(b"alice:s3cret-pass").decode()
         (docker_config / "config.json").write_text(json.dumps({"auths": {private.host: {"auth": auth}}}))
         env = workflow_env(DOCKER_CONFIG=str(docker_config))
-        sync = Sync(directory, registry, private, rootfs_layer(busybox), env)
+        sync = Sync(directory, registry, private, oci.tree_layer(busybox), env)
         build_images(sync, busybox)
         recipe = {
             "version": 1,

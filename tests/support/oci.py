@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import json
 import shutil
 import subprocess
 import tarfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import requests
@@ -445,3 +447,12 @@ def delete_tag(registry: RegistryLike, repo: str, tag: str) -> str:
     digest = resp.headers["Docker-Content-Digest"]
     delete_manifest(registry, repo, digest)
     return digest
+
+
+def tree_layer(root: Path) -> bytes:
+    """A real tar layer of a directory tree (what `docker build` or umoci would produce)."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for path in sorted(root.rglob("*")):
+            tar.add(path, arcname=str(path.relative_to(root)), recursive=False)
+    return buffer.getvalue()
