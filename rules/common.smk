@@ -67,7 +67,8 @@ def finish_run():
     summary. A failed final commit fails the run: those images are published again next time.
     """
     failed = False
-    if not workflow.dryrun:
+    batches = (CONFIGURED.settings.get("publisher") or {}).get("type") == "hook"
+    if batches and not workflow.dryrun:
         done = subprocess.run(
             [*UNPACKED.split(), "publish-finish", "--settings", SETTINGS], check=False
         )

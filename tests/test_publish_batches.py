@@ -106,3 +106,15 @@ def test_recover_aborts_an_open_batch_and_unmarks_its_images(setup: tuple[Store,
     assert journal(state) == ["begin", "abort"]
     assert not store.published_marker(image.name).exists()
     assert HookPublisher(store, fake_cvmfs_hooks(state)).recover() == []
+
+
+def test_recover_after_a_crash_before_begin_leaves_the_publisher_usable(setup: tuple[Store, Path]) -> None:
+    store, state = setup
+    (image,) = ready_images(store, 1)
+    # Killed after recording the batch, before `begin` ran: no transaction is open, so abort fails.
+    store.publish_transaction.write_text(json.dumps({"opened": 0, "images": []}))
+    publisher = HookPublisher(store, {**fake_cvmfs_hooks(state), "batch_images": 1})
+    assert publisher.recover() == []
+    assert not store.publish_transaction.exists()
+    publisher.publish_now(image, store.built_flat(image.config_digest))
+    assert journal(state) == ["begin", "commit"], "the failed abort is not journaled; publishing works"

@@ -212,3 +212,26 @@ def test_a_transaction_left_open_by_a_crash_is_aborted_and_its_images_published_
     assert (state / "journal").read_text().split() == ["begin", "commit", "begin", "abort", "begin", "commit"]
     assert "rule publish_image" in done.stdout + done.stderr and f"name={registry.host}/{names[1]}" not in done.stdout
     assert (root / registry.host / names[0] / "etc/id").read_text() == "0\n"
+
+
+def test_a_failed_final_commit_fails_the_run_and_the_next_run_publishes_again(
+    tmp_path: Path, registry: LocalRegistry, repo_name: str
+) -> None:
+    names = push_apps(registry, repo_name, 2)
+    state, root = tmp_path / "fake-cvmfs", tmp_path / "run/cvmfs"
+    state.mkdir()
+    hooks = recording_cvmfs_hooks(state, root, batch_images=10)  # committed only by the end of the run
+    working_commit = hooks["commit"]
+    hooks["commit"] = f"echo commit-failed >> {state / 'journal'}; exit 3"
+    configure(tmp_path / "run", registry, names, hooks)
+    done = run(tmp_path / "run")
+    assert done.returncode != 0, "the images' jobs succeeded, but nothing was committed"
+    assert "the last publish transaction did not commit" in done.stdout + done.stderr
+    assert (state / "journal").read_text().split() == ["begin", "commit-failed", "abort"]
+    hooks["commit"] = working_commit
+    configure(tmp_path / "run", registry, names, hooks)
+    again = run(tmp_path / "run")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert (state / "journal").read_text().split()[3:] == ["begin", "commit"], "both published again, together"
+    for number, name in enumerate(names):
+        assert (root / registry.host / name / "etc/id").read_text() == f"{number}\n"

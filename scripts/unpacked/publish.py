@@ -188,9 +188,15 @@ class HookPublisher(DirectoryPublisher):
         with held_lock(self.store.publish_lock):
             batch = self._open_batch()
             if batch is None:
-                self._run("begin")
+                # Recorded before it is opened: a crash in between leaves a record, never an open
+                # transaction nobody knows of (which would refuse every later begin).
                 batch = {"opened": time.time(), "images": []}
                 self._save_batch(batch)
+                try:
+                    self._run("begin")
+                except BaseException:
+                    self._save_batch(None)
+                    raise
             try:
                 self.publish(image, flat)
             except BaseException as err:
@@ -219,7 +225,10 @@ class HookPublisher(DirectoryPublisher):
                 "publish transaction with %d image(s) was left open (a crash?): aborting it; they are published again",
                 len(batch["images"]),
             )
-            self._run("abort")
+            try:
+                self._run("abort")
+            except PublishError as err:  # the crash came before its begin, or after its commit
+                log.warning("%s; assuming no transaction was open", err)
             self._save_batch(None)
             names: list[str] = batch["images"]
             for name in names:
