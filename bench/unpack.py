@@ -1,6 +1,8 @@
 """Benchmark: one image from a loopback registry to an unpacked tree, ours against references.
 
-    .venv/bin/python bench/unpack.py [--files 20000] [--rounds 3]
+    .venv/bin/python bench/unpack.py [--files 20000] [--rounds 3] [--big-files 0 --big-mb 20]
+
+(P2 (c), a 1 GB image of 50,000 files with some multi-MB files: `--files 50000 --big-files 40`.)
 
 Builds a synthetic image (seeded random files in two gzip layers, the second deleting and replacing
 some of the first), pushes it to a real `docker-registry` on 127.0.0.1, then times, alternating the
@@ -37,15 +39,16 @@ from support.registry import LocalRegistry
 from support.unpack import resolved
 
 
-def synthetic_layers(files: int, seed: int = 1) -> tuple[bytes, bytes, bytes]:
-    """A base layer of `files` files in 100-file directories, an update layer, another top layer."""
+def synthetic_layers(files: int, big_files: int = 0, big_mb: int = 20, seed: int = 1) -> tuple[bytes, bytes, bytes]:
+    """A base layer of `files` files in 100-file directories (the first `big_files` of `big_mb` MB
+    each), an update layer, another top layer. Half of each file is random, half zeros."""
     rng = random.Random(seed)
     base = oci.TarLayer()
     for number in range(files):
         directory = f"data/d{number // 100}"
         if number % 100 == 0:
             base.add_dir(directory)
-        size = rng.choice((200, 1500, 6000, 30000))
+        size = big_mb << 20 if number < big_files else rng.choice((200, 1500, 6000, 30000))
         base.add_file(f"{directory}/f{number}", rng.randbytes(size // 2) + bytes(size // 2), mode=0o644)
     update = oci.TarLayer()
     for number in range(0, files, 10):
@@ -91,10 +94,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--files", type=int, default=20000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--big-files", type=int, default=0, help="how many of the files are big (P2 (c): 40)")
+    parser.add_argument("--big-mb", type=int, default=20, help="size of each big file, MB")
     parser.add_argument("--threads", type=int, default=2, help="threads creating small files (ours)")
     args = parser.parse_args()
 
-    base, update, other = synthetic_layers(args.files)
+    base, update, other = synthetic_layers(args.files, args.big_files, args.big_mb)
     first = oci.build_image([base, update])
     second = oci.build_image([base, other])
     results: dict[str, list[tuple[float, int]]] = {}
