@@ -143,11 +143,13 @@ class FaultProxy:
         raise TimeoutError("the proxy is still answering requests")
 
     def requests(self, method: str | None = None, path: str | None = None, status: int | None = None) -> list[Seen]:
-        """Recorded requests (once every request under way is answered), filtered by method, path
-        regex (searched) and status."""
+        """Recorded requests (once every request under way is answered), in the order they arrived,
+        filtered by method, path regex (searched) and status."""
         self.settle()
         with self._lock:
-            seen = list(self.seen)
+            # Recorded once answered: a client's next request can be recorded before the answer to
+            # its previous one is, so the order is by arrival.
+            seen = sorted(self.seen, key=lambda s: s.start)
         return [
             s
             for s in seen
