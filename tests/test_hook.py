@@ -183,3 +183,4 @@ def test_registry_notifications_sync_the_pushed_tag_only(setup: tuple[Hook, Loca
     hook.process.send_signal(signal.SIGTERM)
     assert hook.process.wait(timeout=30) == 0
     assert "SIGTERM received: stopping" in hook.text()
+    assert "POST /hook/<secret>" in hook.text() and secret not in hook.text(), "the secret is never logged"

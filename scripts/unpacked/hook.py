@@ -165,7 +165,8 @@ def make_handler(
         server_version = "unpacked-hook"
 
         def log_message(self, format: str, *args: Any) -> None:
-            log.info("hook: %s %s", self.address_string(), format % args)
+            # The request line may carry the secret as its last path component: never logged.
+            log.info("hook: %s %s", self.address_string(), (format % args).replace(secret, "<secret>"))
 
         def _answer(self, status: int, body: dict[str, Any]) -> None:
             data = (json.dumps(body) + "\n").encode()
