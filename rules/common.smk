@@ -67,7 +67,7 @@ def finish_run():
     summary. A failed final commit fails the run: those images are published again next time.
     """
     failed = False
-    batches = (CONFIGURED.settings.get("publisher") or {}).get("type") == "hook"
+    batches = CONFIGURED.settings["publisher"]["type"] == "hook"
     if batches and not workflow.dryrun:
         done = subprocess.run(
             [*UNPACKED.split(), "publish-finish", "--settings", SETTINGS], check=False

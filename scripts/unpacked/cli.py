@@ -175,9 +175,18 @@ def cmd_verify(args: argparse.Namespace) -> None:
         raise SystemExit(1)
 
 
+def _sync_command(words: list[str]) -> list[str]:
+    """The sync command given after `--` (argparse keeps the `--`), or Snakemake on every core."""
+    from .hook import DEFAULT_SYNC_COMMAND
+
+    command = words[1:] if words[:1] == ["--"] else words
+    return command or list(DEFAULT_SYNC_COMMAND)
+
+
 def cmd_sync_one(args: argparse.Namespace) -> None:
     import subprocess
 
+    from .hook import DEFAULT_SYNC_COMMAND, only_command
     from .reference import parse_reference
 
     words: list[str] = args.words
@@ -185,9 +194,7 @@ def cmd_sync_one(args: argparse.Namespace) -> None:
     if cut == 0:
         raise UnpackedError("sync-one: name at least one tag, e.g. unpacked sync-one registry.example/repo:1.0")
     refs = [parse_reference(text) for text in words[:cut]]  # refused here, before Snakemake starts
-    names = ",".join(ref.published_name for ref in refs)
-    extra = words[cut + 1 :]
-    command = ["snakemake", "--cores", "all", *extra, "--config", f"only={names}"]
+    command = only_command([*DEFAULT_SYNC_COMMAND, *words[cut + 1 :]], [ref.published_name for ref in refs])
     log.info("sync-one: %s", " ".join(command))
     raise SystemExit(subprocess.run(command, check=False).returncode)
 
@@ -211,8 +218,7 @@ def cmd_serve_hook(args: argparse.Namespace) -> None:
     except OSError as err:
         raise UnpackedError(f"serve-hook: cannot read the secret file {args.secret_file}: {err.strerror}") from None
     recipe = Path(validate_config(load_config_file(args.config))["recipe"])
-    command = args.sync_command[1:] if args.sync_command[:1] == ["--"] else args.sync_command
-    serve((host, int(port)), secret, recipe, command or ["snakemake", "--cores", "all"], args.registry)
+    serve((host, int(port)), secret, recipe, _sync_command(args.sync_command), args.registry)
 
 
 def cmd_watch(args: argparse.Namespace) -> None:
@@ -220,9 +226,8 @@ def cmd_watch(args: argparse.Namespace) -> None:
 
     if args.interval <= 0 or not 0 <= args.jitter < 1 or args.runs < 0:
         raise UnpackedError("watch: --interval must be positive, --jitter in [0, 1), --runs at least 0")
-    command = args.sync_command[1:] if args.sync_command[:1] == ["--"] else args.sync_command
     settings = WatchSettings(args.interval, args.jitter, args.max_backoff, args.runs)
-    raise SystemExit(watch(command or ["snakemake", "--cores", "all"], settings))
+    raise SystemExit(watch(_sync_command(args.sync_command), settings))
 
 
 def cmd_slurm_status(args: argparse.Namespace) -> None:

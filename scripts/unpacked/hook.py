@@ -20,7 +20,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -97,12 +97,19 @@ def wanted_names(pushed: list[Pushed], recipe_path: Path) -> tuple[list[str], li
     return wanted, ignored
 
 
+DEFAULT_SYNC_COMMAND = ("snakemake", "--cores", "all")
+
+
+def only_command(command: Sequence[str], names: list[str]) -> list[str]:
+    """The sync `command` narrowed to these published names (config `only`)."""
+    return [*command, "--config", f"only={','.join(names)}"]
+
+
 class SyncQueue:
     """Tags waiting for a sync; one sync at a time takes all of them."""
 
-    def __init__(self, command: Sequence[str], run: Callable[[list[str]], int] | None = None) -> None:
+    def __init__(self, command: Sequence[str]) -> None:
         self.command = list(command)
-        self._run = run or self._run_snakemake
         self._pending: dict[str, float] = {}  # name -> earliest time to sync it
         self._attempts: dict[str, int] = {}
         self._lock = threading.Condition()
@@ -121,10 +128,9 @@ class SyncQueue:
             self._stopping = True
             self._lock.notify()
 
-    def _run_snakemake(self, names: list[str]) -> int:
-        command = [*self.command, "--config", f"only={','.join(names)}"]
+    def _run(self, names: list[str]) -> int:
         log.info("hook: syncing %s", ", ".join(names))
-        return subprocess.run(command, check=False).returncode
+        return subprocess.run(only_command(self.command, names), check=False).returncode
 
     def _take(self) -> list[str] | None:
         with self._lock:
