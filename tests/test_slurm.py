@@ -9,15 +9,20 @@ run here: their profiles are checked by a dry-run in test_profiles.py.
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import shlex
 import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from unpacked import direct_job
 
 from support import compare, oci
 from support.registry import LocalRegistry, free_port
@@ -186,3 +191,56 @@ def test_slurm_status_reads_real_job_states(slurm: LocalSlurm, tmp_path: Path) -
     unreachable = slurm_status(ok, dict(os.environ, SLURM_CONF=str(dead)))  # not the wrappers: their config
     assert unreachable.stdout.strip() == "running", unreachable.stderr
     assert "squeue failed" in unreachable.stderr
+
+
+def jobs_from_verbose_log(output: str) -> list[tuple[str, dict[str, Any]]]:
+    """Each submitted job's shell command and the properties Snakemake wrote into its job script,
+    from `--verbose --printshellcmds` (a `Shell command:` line, then the script's properties line)."""
+    jobs, shell = [], None
+    for line in output.splitlines():
+        if line.startswith("Shell command: "):
+            shell = line.removeprefix("Shell command: ")
+        elif line.startswith("# properties = ") and shell is not None:
+            jobs.append((shell, json.loads(line.removeprefix("# properties = "))))
+            shell = None
+    return jobs
+
+
+def test_sbatch_jobs_run_their_rules_commands_without_snakemake(
+    slurm: LocalSlurm, recipe: Recipe, tmp_path: Path
+) -> None:
+    """profiles/slurm-sbatch submits through `unpacked slurm-submit`: each job runs, as
+    `unpacked cluster-job`, exactly the command its rule's shell would (rules/*.smk), with the
+    rule's log, and no Snakemake starts on the node."""
+    missing = f"http://{recipe.registry.host}/{recipe.repo}/no-such-image:1"  # a report_unresolved job
+    write_config(tmp_path, [*recipe.entries(corrupt=False), missing], {recipe.registry.host: {"insecure": True}})
+    before = set(slurm.jobs())
+    done = cluster_run(tmp_path, "slurm-sbatch", slurm, "--verbose", "--printshellcmds")
+    output = done.stdout + done.stderr
+    assert done.returncode != 0 and "no-such-image:1" in output, output[-4000:]
+    for name in ("a:1", "b:1", "shared:1", "shared:2"):
+        recipe.published(tmp_path / "output", name)
+
+    jobs = jobs_from_verbose_log(output)
+    assert sorted({job["rule"] for _, job in jobs}) == sorted(direct_job.COMMANDS), "every rule ran on Slurm"
+    for shell, job in jobs:
+        arguments = direct_job.command_of(job)
+        assert arguments is not None, job
+        assert shlex.split(shell) == ["unpacked", *arguments, "2>", job["log"][0]], job["rule"]
+    assert "no-such-image:1" in (tmp_path / jobs_by_rule(jobs)["report_unresolved"]["log"][0]).read_text()
+
+    submitted = [job for job in slurm.jobs() if job not in before]
+    assert len(submitted) == len(jobs)
+    for job_id in submitted:
+        script = subprocess.run(
+            ["scontrol", "write", "batch_script", str(job_id), "-"],
+            env=slurm.env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        assert "exec unpacked cluster-job " in script and "-m snakemake" not in script, script
+
+
+def jobs_by_rule(jobs: list[tuple[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    return {job["rule"]: job for _, job in jobs}

@@ -13,6 +13,8 @@
     unpacked watch          run the sync every N seconds (jitter, backoff after failures), until SIGTERM
     unpacked publish-finish commit the hook publisher's last batch (run at the end of every sync)
     unpacked slurm-status   a Slurm job's state, for the profiles/slurm-sbatch status command
+    unpacked slurm-submit   sbatch a Snakemake job script to run as `unpacked cluster-job` (slurm-sbatch)
+    unpacked cluster-job    run the job of a Snakemake job script without starting Snakemake
 
 Errors are caught here, once, and printed as one line naming the image and what to do. A job
 command exits 1 when it fails, or 0 after leaving placeholder outputs when its failure only touches
@@ -236,6 +238,12 @@ def cmd_slurm_status(args: argparse.Namespace) -> None:
     print(job_state(args.job_id))
 
 
+def cmd_cluster_job(args: argparse.Namespace) -> None:
+    from .direct_job import run
+
+    raise SystemExit(run(args.script))
+
+
 def _run_job(args: argparse.Namespace) -> int:
     """Run one of the workflow's job commands; return its exit code."""
     from .jobs import Job, run_job
@@ -316,6 +324,11 @@ def parser() -> argparse.ArgumentParser:
     status = sub.add_parser("slurm-status", help="a Slurm job's state for cluster-generic (running/success/failed)")
     status.add_argument("job_id", help="the job id as `sbatch --parsable` printed it")
     status.set_defaults(func=cmd_slurm_status)
+    direct = sub.add_parser("cluster-job", help="run a cluster job script's job without starting Snakemake")
+    direct.add_argument("script", type=Path, help="the job script Snakemake wrote (its properties line)")
+    direct.set_defaults(func=cmd_cluster_job)
+    # Listed for --help; main() hands its words to sbatch before parsing.
+    sub.add_parser("slurm-submit", help="SBATCH_OPTION ... JOBSCRIPT: sbatch a job script as `unpacked cluster-job`")
     job("publish-finish", cmd_publish_finish, "commit the publisher's open batch (the end of a run does)")
     resolve = sub.add_parser("resolve", help="resolve tags and manifests")
     resolve.add_argument("--config", type=Path, default=Path("config/config.yaml"))
@@ -324,7 +337,12 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = parser().parse_args(argv)
+    words = sys.argv[1:] if argv is None else argv
+    if words[:1] == ["slurm-submit"]:  # sbatch's options, passed on as they are (argparse would read them)
+        from .direct_job import submit
+
+        submit(words[1:])
+    args = parser().parse_args(words)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(message)s",

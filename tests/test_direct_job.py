@@ -1,0 +1,113 @@
+"""`unpacked cluster-job`: a Snakemake job script's job run without Snakemake (profiles/slurm-sbatch).
+
+Its real use, on Slurm, is in test_slurm.py (every rule's command compared with its shell, job by
+job). Here, on job scripts written the way Snakemake writes them: what it does around the command
+(log, stale outputs, inputs that never appear) and when it hands the job back to Snakemake's script.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from unpacked import direct_job
+
+from support.workflow import SNAKEMAKE
+
+UNPACKED = str(SNAKEMAKE.with_name("unpacked"))
+
+
+def job_script(directory: Path, properties: dict[str, Any], body: str = "exit 0") -> Path:
+    """A job script as Snakemake's default template writes it (properties line, then its command)."""
+    script = directory / "snakejob.sh"
+    script.write_text(f"#!/bin/sh\n# properties = {json.dumps(properties)}\n{body}\n")
+    return script
+
+
+def report_job(settings: str, log: str = "logs/report.log") -> dict[str, Any]:
+    return {
+        "type": "single",
+        "rule": "report_unresolved",
+        "input": [],
+        "output": ["failures/unresolved"],
+        "wildcards": {},
+        "params": {"unpacked": "unpacked", "settings": settings},
+        "log": [log],
+    }
+
+
+def cluster_job(script: Path, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [UNPACKED, "cluster-job", str(script)], cwd=cwd, capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def test_a_known_job_runs_its_command_with_its_log_and_exit_code(tmp_path: Path) -> None:
+    job = report_job("state/no-such-settings.json")
+    (tmp_path / "failures").mkdir()
+    (tmp_path / "failures" / "unresolved").write_text("from an earlier run")
+    done = cluster_job(job_script(tmp_path, job, body="echo snakemake ran; exit 0"), tmp_path)
+    assert done.returncode == 1, done
+    assert "snakemake ran" not in done.stdout, "the job went through Snakemake's command"
+    log = (tmp_path / "logs" / "report.log").read_text()
+    assert "state/no-such-settings.json: no saved settings" in log, log
+    assert not (tmp_path / "failures" / "unresolved").exists(), "a stale output stays, as Snakemake removes it"
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"rule": "some_other_rule"},
+        {"input": None},  # Snakemake's properties leave out more than 100 inputs
+        {"params": None},  # and params that are not JSON
+    ],
+    ids=["unknown rule", "inputs cut", "params cut"],
+)
+def test_a_job_it_cannot_rebuild_runs_snakemakes_script(tmp_path: Path, change: dict[str, Any]) -> None:
+    job = report_job("settings.json") | change
+    done = cluster_job(job_script(tmp_path, job, body="echo through snakemake > ran; exit 7"), tmp_path)
+    assert done.returncode == 7, done
+    assert (tmp_path / "ran").read_text() == "through snakemake\n"
+    assert direct_job.command_of(job) is None
+
+
+def test_inputs_that_never_appear_fail_the_job_without_running_it(tmp_path: Path) -> None:
+    job = {
+        "rule": "publish_image",
+        "input": ["state/images/r/a:1.json"],
+        "output": ["published/r/a:1.json"],
+        "wildcards": {"name": "r/a:1"},
+        "params": {"unpacked": "unpacked", "settings": "settings.json"},
+        "log": ["logs/publish.log"],
+    }
+    script = job_script(tmp_path, job)
+    program = (
+        "import sys; from pathlib import Path; from unpacked import direct_job;"
+        "direct_job.INPUT_WAIT_SECONDS = 1; sys.exit(direct_job.run(Path(sys.argv[1])))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", program, str(script)], cwd=tmp_path, capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 1, done
+    log = (tmp_path / "logs" / "publish.log").read_text()
+    assert "publish_image: inputs missing after 1 s: state/images/r/a:1.json" in log
+    assert not (tmp_path / "published" / "r" / "a:1.json").exists()
+
+
+def test_a_script_without_properties_is_refused(tmp_path: Path) -> None:
+    script = tmp_path / "job.sh"
+    script.write_text("#!/bin/sh\ntrue\n")
+    done = cluster_job(script, tmp_path)
+    assert done.returncode == 1
+    assert "not a Snakemake job script" in done.stderr
+
+
+def test_slurm_submit_needs_a_job_script() -> None:
+    done = subprocess.run([UNPACKED, "slurm-submit"], capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode != 0
+    assert "usage: unpacked slurm-submit" in done.stderr
