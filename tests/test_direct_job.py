@@ -8,6 +8,8 @@ job). Here, on job scripts written the way Snakemake writes them: what it does a
 from __future__ import annotations
 
 import json
+import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -55,6 +57,7 @@ def test_a_known_job_runs_its_command_with_its_log_and_exit_code(tmp_path: Path)
     assert done.returncode == 1, done
     assert "snakemake ran" not in done.stdout, "the job went through Snakemake's command"
     log = (tmp_path / "logs" / "report.log").read_text()
+    assert log.startswith("unpacked cluster-job: report_unresolved: unpacked summary --settings"), log
     assert "state/no-such-settings.json: no saved settings" in log, log
     assert not (tmp_path / "failures" / "unresolved").exists(), "a stale output stays, as Snakemake removes it"
 
@@ -99,15 +102,39 @@ def test_inputs_that_never_appear_fail_the_job_without_running_it(tmp_path: Path
     assert not (tmp_path / "published" / "r" / "a:1.json").exists()
 
 
-def test_a_script_without_properties_is_refused(tmp_path: Path) -> None:
-    script = tmp_path / "job.sh"
-    script.write_text("#!/bin/sh\ntrue\n")
-    done = cluster_job(script, tmp_path)
-    assert done.returncode == 1
-    assert "not a Snakemake job script" in done.stderr
-
-
 def test_slurm_submit_needs_a_job_script() -> None:
     done = subprocess.run([UNPACKED, "slurm-submit"], capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode != 0
     assert "usage: unpacked slurm-submit" in done.stderr
+
+
+def test_slurm_submit_runs_cluster_job_in_the_working_directory_with_this_python(tmp_path: Path) -> None:
+    command = direct_job.submit_command(
+        ["--parsable", "--comment=a b", ".snakemake/tmp.x/snakejob.publish_image.1.sh"], str(tmp_path / "w d")
+    )
+    assert command[:4] == ["sbatch", "--parsable", "--comment=a b", f"--chdir={tmp_path / 'w d'}"]
+    assert command[4] == "--wrap"
+    script = tmp_path / "w d" / ".snakemake/tmp.x/snakejob.publish_image.1.sh"
+    assert shlex.split(command[5]) == ["exec", sys.executable, "-m", "unpacked.cli", "cluster-job", str(script)]
+
+
+@pytest.mark.parametrize("words", [["--help"], ["--parsable", "no-such-script.sh"]], ids=["help", "no script"])
+def test_slurm_submit_submits_nothing_without_a_job_script(tmp_path: Path, words: list[str]) -> None:
+    fake_bin = tmp_path / "bin"  # an sbatch that would say it ran
+    fake_bin.mkdir()
+    (fake_bin / "sbatch").write_text("#!/bin/sh\necho submitted\n")
+    (fake_bin / "sbatch").chmod(0o755)
+    env = {**os.environ, "PATH": f"{fake_bin}:{os.environ['PATH']}"}
+    done = subprocess.run(
+        [UNPACKED, "slurm-submit", *words], cwd=tmp_path, env=env, capture_output=True, text=True, check=False
+    )
+    assert done.returncode != 0 and "submitted" not in done.stdout
+    assert "usage: unpacked slurm-submit" in done.stderr
+
+
+def test_a_script_without_properties_runs_as_it_is(tmp_path: Path) -> None:
+    """A site's own job script template, without Snakemake's properties line, is left to itself."""
+    script = tmp_path / "job.sh"
+    script.write_text("#!/bin/sh\necho ran > ran\n")
+    assert cluster_job(script, tmp_path).returncode == 0
+    assert (tmp_path / "ran").read_text() == "ran\n"

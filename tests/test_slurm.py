@@ -239,7 +239,10 @@ def test_sbatch_jobs_run_their_rules_commands_without_snakemake(
             text=True,
             check=True,
         ).stdout
-        assert "exec unpacked cluster-job " in script and "-m snakemake" not in script, script
+        assert "-m unpacked.cli cluster-job " in script and "-m snakemake" not in script, script
+    for shell, job in jobs:  # ran as cluster-job, not through the fallback to Snakemake's script
+        first_line = (tmp_path / job["log"][0]).read_text().splitlines()[0]
+        assert first_line == f"unpacked cluster-job: {job['rule']}: {shell.split(' 2> ')[0]}", first_line
 
 
 def jobs_by_rule(jobs: list[tuple[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:

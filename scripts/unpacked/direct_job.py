@@ -123,18 +123,30 @@ def _stderr_to(log_path: str) -> None:
     os.close(descriptor)
 
 
+def _read_script(script_path: Path) -> str:
+    """The job script, waited for as the inputs are (it was written on the submitting host)."""
+    _wait_for([str(script_path)], INPUT_WAIT_SECONDS)
+    return script_path.read_text()
+
+
 def run(script_path: Path) -> int:
     """Run the job a Snakemake job script describes and return its exit code; a job this module
-    does not know runs the script itself (this process becomes Snakemake's job)."""
-    job = properties_of(script_path.read_text())
+    cannot rebuild (another rule, properties cut short or missing) runs the script itself: this
+    process becomes Snakemake's job."""
+    try:
+        job = properties_of(_read_script(script_path))
+    except ValueError:  # a site's own job script template, without the properties line
+        job = {}
     arguments = command_of(job)
     if arguments is None:
         os.execv("/bin/sh", ["/bin/sh", str(script_path)])
-    missing = _wait_for(list(job["input"]), INPUT_WAIT_SECONDS)
     logs = list(job.get("log", []))
+    missing = _wait_for(list(job["input"]), INPUT_WAIT_SECONDS)
     _prepare(job)
     if logs:
         _stderr_to(logs[0])
+    # The first line of the job's log says how it ran (Snakemake's own job would not write it).
+    print(f"unpacked cluster-job: {job['rule']}: {shlex.join(['unpacked', *arguments])}", file=sys.stderr)
     if missing:
         print(f"{job['rule']}: inputs missing after {INPUT_WAIT_SECONDS:.0f} s: {', '.join(missing)}", file=sys.stderr)
         return 1
@@ -147,12 +159,23 @@ def run(script_path: Path) -> int:
     return 0
 
 
-def submit(sbatch_arguments: list[str]) -> NoReturn:
-    """`sbatch` with these options (the last word is Snakemake's job script), whose job is
-    `unpacked cluster-job` on that script. The script stays where Snakemake wrote it, under the
-    working directory that every node already shares, until the run ends."""
-    if not sbatch_arguments:
-        sys.exit("usage: unpacked slurm-submit [SBATCH_OPTION ...] JOBSCRIPT")
+USAGE = "usage: unpacked slurm-submit [SBATCH_OPTION ...] JOBSCRIPT"
+
+
+def submit_command(sbatch_arguments: list[str], cwd: str) -> list[str]:
+    """The `sbatch` command for these options and job script (the last word): its job runs
+    `cluster-job` on the script, in `cwd` (where Snakemake's relative paths start), through this
+    very interpreter (the nodes share the project's environment; no PATH lookup on the node)."""
     *options, script = sbatch_arguments
-    job = f"exec unpacked cluster-job {shlex.quote(os.path.abspath(script))}"
-    os.execvp("sbatch", ["sbatch", *options, "--wrap", job])
+    job = shlex.join([sys.executable, "-m", "unpacked.cli", "cluster-job", os.path.join(cwd, script)])
+    return ["sbatch", *options, f"--chdir={cwd}", "--wrap", f"exec {job}"]
+
+
+def submit(sbatch_arguments: list[str]) -> NoReturn:
+    """exec `sbatch` (see submit_command). The script stays where Snakemake wrote it, under the
+    working directory every node already shares, until the run ends."""
+    if not sbatch_arguments or sbatch_arguments[-1] in ("-h", "--help"):
+        sys.exit(USAGE)
+    if not os.path.isfile(sbatch_arguments[-1]):
+        sys.exit(f"unpacked slurm-submit: {sbatch_arguments[-1]}: no such job script\n{USAGE}")
+    os.execvp("sbatch", submit_command(sbatch_arguments, os.getcwd()))
