@@ -40,8 +40,8 @@ onstart:
 
 
 onsuccess:
-    finish_run()
+    finish_run(succeeded=True)
 
 
 onerror:
-    finish_run()
+    finish_run(succeeded=False)

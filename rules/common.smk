@@ -5,14 +5,13 @@ import sys
 from snakemake.exceptions import WorkflowError
 
 from unpacked.failures import clear_job_failures
+from unpacked.history import mark_jobs_started
 from unpacked.workflow import configure
 
 # Parsing only checks the config and reads the recipe. Registries are contacted (once, in the main
 # process; jobs and cluster nodes reuse its state) when the DAG is first built: `--lint`,
 # `--list-rules` and `--unlock` never resolve, and never take the run lock.
-CONFIGURED = configure(
-    config, main_process=workflow.is_main_process, dry_run=workflow.dryrun
-)
+CONFIGURED = configure(config, main_process=workflow.is_main_process)
 # Every path comes from the Store: rules take their patterns from it (STORE.pattern("blob"), ...).
 STORE = CONFIGURED.store
 # Named by the settings' digest: another invocation cannot change what a running job reads. Rules
@@ -30,39 +29,47 @@ wildcard_constraints:
     xx="[0-9a-f]{2}",
 
 
+def plan():
+    """The Plan, built the first time the DAG asks. Whether this is a dry-run is known only then
+    (`workflow.dryrun` is False while the Snakefile is parsed, even with -n)."""
+    CONFIGURED.dry_run = workflow.dryrun
+    return CONFIGURED.plan()
+
+
 def get_targets(wildcards):
     """Every published image, plus a failing report job if some entries could not be resolved."""
-    return CONFIGURED.plan().targets()
+    return plan().targets()
 
 
 def get_blob_owner(wildcards):
-    return CONFIGURED.plan().blob_owner[wildcards.hex]
+    return plan().blob_owner[wildcards.hex]
 
 
 def get_diff_id(wildcards):
-    return CONFIGURED.plan().diff_ids[wildcards.hex]
+    return plan().diff_ids[wildcards.hex]
 
 
 def get_layers(wildcards):
-    return CONFIGURED.plan().layers_of(wildcards.name)
+    return plan().layers_of(wildcards.name)
 
 
 def get_config_blob(wildcards):
-    return CONFIGURED.plan().config_blob_of(wildcards.name)
+    return plan().config_blob_of(wildcards.name)
 
 
 def get_state_file(wildcards):
-    return CONFIGURED.plan().state_of(wildcards.name)
+    return plan().state_of(wildcards.name)
 
 
 def start_run():
     """A run that executes jobs (never a dry-run) starts with no failure records; one that syncs
     only some tags (`only`) keeps the other images' records for the summary."""
+    mark_jobs_started()
     if not CONFIGURED.settings["only"].strip():
         clear_job_failures(STORE)
 
 
-def finish_run():
+def finish_run(succeeded):
     """Commit the publisher's last batch of images (a run that executed jobs only), then print the
     summary. A failed final commit fails the run: those images are published again next time.
     """
@@ -73,9 +80,19 @@ def finish_run():
             [*UNPACKED.split(), "publish-finish", "--settings", SETTINGS], check=False
         )
         failed = done.returncode != 0
+    if not workflow.dryrun:
+        record_run("failed" if failed or not succeeded else "ok")
     print_summary()
     if failed:
         raise WorkflowError("the last publish transaction did not commit (see above)")
+
+
+def record_run(status):
+    """The run's history line, the index page in the root, the report's files and the metrics."""
+    subprocess.run(
+        [*UNPACKED.split(), "record-run", "--settings", SETTINGS, "--status", status],
+        check=False,
+    )
 
 
 def print_summary():

@@ -71,6 +71,13 @@ def test_moved_tag_old_flat_collected_after_grace(tmp_path: Path, registry: Loca
     assert layers == {layer["digest"].split(":")[1] for s in states for layer in s["layers"]}
     # Nothing left to do for the workflow after collection.
     assert "rule " not in run_workflow(run, "-n").stdout
+    # Each collection (not the dry run) is a line of the run history, with what it removed.
+    lines = [
+        json.loads(text) for path in (run / "work/history").glob("*.jsonl") for text in path.read_text().splitlines()
+    ]
+    collections = [line for line in lines if line["kind"] == "gc"]
+    assert [line["counts"]["flats"] for line in collections] == [0, 1]
+    assert [line["kind"] for line in lines] == ["sync", "sync", "gc", "gc"]
 
 
 def test_prune_unpublishes_dropped_entries_with_a_guard(

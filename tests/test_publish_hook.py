@@ -23,6 +23,10 @@ from support.workflow import run_workflow, write_config
 pytestmark = pytest.mark.workflow
 
 
+# The end of a run that changed what the index page says writes it in a transaction of its own.
+INDEX = ["begin", "commit"]
+
+
 def run(directory: Path) -> subprocess.CompletedProcess[str]:
     return run_workflow(directory)
 
@@ -54,7 +58,7 @@ def test_every_publish_is_one_transaction(tmp_path: Path, registry: LocalRegistr
     done = run(tmp_path / "run")
     assert done.returncode == 0, done.stdout + done.stderr
     journal = (state / "journal").read_text().split()
-    assert journal == ["begin", "commit"] * len(names), "transactions never overlap, each one committed"
+    assert journal == ["begin", "commit"] * len(names) + INDEX, "transactions never overlap, each one committed"
     assert not (state / "transaction.open").exists()
     root = tmp_path / "run/cvmfs"
     for number, name in enumerate(names):
@@ -89,7 +93,7 @@ def test_failed_publish_aborts_and_leaves_no_transaction_open(
     assert "is a real directory, not a link we published" in done.stdout + done.stderr + "".join(
         p.read_text() for p in (tmp_path / "run/work/logs/publish_image").rglob("*.log")
     )
-    assert (state / "journal").read_text().split() == ["begin", "abort"]
+    assert (state / "journal").read_text().split() == ["begin", "abort", *INDEX]
     assert not (state / "transaction.open").exists()
     assert (blocker / "precious").read_text() == "keep"
 
@@ -112,7 +116,8 @@ def test_failed_commit_aborts_the_transaction(tmp_path: Path, registry: LocalReg
     configure(tmp_path / "run", registry, [f"{repo_name}/app:1"], hooks)
     done = run(tmp_path / "run")
     assert done.returncode != 0
-    assert (state / "journal").read_text().split() == ["begin", "commit-failed", "abort"]
+    # The image's transaction, then the index page's: both fail to commit and are aborted.
+    assert (state / "journal").read_text().split() == ["begin", "commit-failed", "abort"] * 2
     assert not (state / "transaction.open").exists(), "no transaction is left open for the next run"
 
 
@@ -148,13 +153,13 @@ def test_images_are_published_in_batches(tmp_path: Path, registry: LocalRegistry
     done = run(tmp_path / "run")
     assert done.returncode == 0, done.stdout + done.stderr
     # 2 + 2 images, then the last one, committed by the end of the run.
-    assert (state / "journal").read_text().split() == ["begin", "commit"] * 3
+    assert (state / "journal").read_text().split() == ["begin", "commit"] * 3 + INDEX
     assert not (tmp_path / "run/work/publish-transaction.json").exists()
     for number, name in enumerate(names):
         assert (root / registry.host / name / "etc/id").read_text() == f"{number}\n"
-    # A no-op rerun publishes nothing, so opens no transaction.
+    # A no-op rerun publishes nothing and leaves the index page as it is: it opens no transaction.
     assert run(tmp_path / "run").returncode == 0
-    assert (state / "journal").read_text().split() == ["begin", "commit"] * 3
+    assert (state / "journal").read_text().split() == ["begin", "commit"] * 3 + INDEX
 
 
 def batched(tmp_path: Path, registry: LocalRegistry, repo_name: str, count: int) -> tuple[list[str], Path, Path]:
@@ -200,7 +205,7 @@ def test_a_transaction_left_open_by_a_crash_is_aborted_and_its_images_published_
     names, state, root = batched(tmp_path, registry, repo_name, 2)
     hooks = recording_cvmfs_hooks(state, root, batch_images=10)
     assert run(tmp_path / "run").returncode == 0
-    assert (state / "journal").read_text().split() == ["begin", "commit"]
+    assert (state / "journal").read_text().split() == ["begin", "commit", *INDEX]
     # A crash after names[0] was published into an open batch: the transaction is open, its marker says done.
     subprocess.run(str(hooks["begin"]), shell=True, check=True)
     (tmp_path / "run/work/publish-transaction.json").write_text(
@@ -209,7 +214,8 @@ def test_a_transaction_left_open_by_a_crash_is_aborted_and_its_images_published_
     done = run(tmp_path / "run")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "was left open (a crash?): aborting it" in done.stdout + done.stderr
-    assert (state / "journal").read_text().split() == ["begin", "commit", "begin", "abort", "begin", "commit"]
+    journal = (state / "journal").read_text().split()
+    assert journal == ["begin", "commit", *INDEX, "begin", "abort", "begin", "commit", *INDEX]
     assert "rule publish_image" in done.stdout + done.stderr and f"name={registry.host}/{names[1]}" not in done.stdout
     assert (root / registry.host / names[0] / "etc/id").read_text() == "0\n"
 
@@ -227,11 +233,12 @@ def test_a_failed_final_commit_fails_the_run_and_the_next_run_publishes_again(
     done = run(tmp_path / "run")
     assert done.returncode != 0, "the images' jobs succeeded, but nothing was committed"
     assert "the last publish transaction did not commit" in done.stdout + done.stderr
-    assert (state / "journal").read_text().split() == ["begin", "commit-failed", "abort"]
+    # The batch's commit fails, then the index page's.
+    assert (state / "journal").read_text().split() == ["begin", "commit-failed", "abort"] * 2
     hooks["commit"] = working_commit
     configure(tmp_path / "run", registry, names, hooks)
     again = run(tmp_path / "run")
     assert again.returncode == 0, again.stdout + again.stderr
-    assert (state / "journal").read_text().split()[3:] == ["begin", "commit"], "both published again, together"
+    assert (state / "journal").read_text().split()[6:] == ["begin", "commit", *INDEX], "both published again, together"
     for number, name in enumerate(names):
         assert (root / registry.host / name / "etc/id").read_text() == f"{number}\n"

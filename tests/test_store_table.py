@@ -74,6 +74,7 @@ PATTERNS = [
     ("log.extract_layer", "/w/logs/extract_layer/{xx}/{hex}.log"),
     ("log.publish_image", "/w/logs/publish_image/{name}.log"),
     ("log.report_unresolved", "/w/logs/report_unresolved.log"),
+    ("log.report_views", "/w/logs/report_views.log"),
     ("run_settings", "/w/state/settings/{name}.json"),
 ]
 

@@ -12,6 +12,10 @@
     unpacked serve-hook     receive registry notifications and push webhooks; sync the pushed tags
     unpacked watch          run the sync every N seconds (jitter, backoff after failures), until SIGTERM
     unpacked publish-finish commit the hook publisher's last batch (run at the end of every sync)
+    unpacked status         one row per name: digests, size, sync times, state, error (--running: jobs now)
+    unpacked history        the last runs: start, end, who, what changed with digests, what failed
+    unpacked record-run     end of a run: its history line, the index page, report files, metrics
+    unpacked views          write the index page, report files and metrics now
     unpacked slurm-status   a Slurm job's state, for the profiles/slurm-sbatch status command
     unpacked slurm-submit   sbatch a Snakemake job script to run as `unpacked cluster-job` (slurm-sbatch)
     unpacked cluster-job    run the job of a Snakemake job script without starting Snakemake
@@ -131,8 +135,73 @@ def cmd_summary(args: argparse.Namespace) -> None:
         raise SystemExit(1)
 
 
+def cmd_status(args: argparse.Namespace) -> None:
+    from .state import load_resolution
+    from .status import parse_age, render, select, table
+
+    store = store_for(_settings(args.settings))
+    if args.running:
+        _print_running(store)
+        return
+    try:
+        stale = parse_age(args.stale) if args.stale else None
+    except ValueError as err:
+        raise UnpackedError(f"--stale: {err}") from None
+    frame = select(table(store, load_resolution(store)), args.names, args.failed, stale)
+    sys.stdout.write(render(frame, args.format))
+
+
+def _print_running(store: Store) -> None:
+    from .running import running_jobs
+
+    jobs = running_jobs(store)
+    if not jobs:
+        print("no jobs running")
+    for job in jobs:
+        what = job.image or job.key
+        mark = "  (stale: its process is gone)" if job.stale else ""
+        print(f"{job.started}  {job.action:14} {what}  pid {job.pid} on {job.host}{mark}")
+
+
+def cmd_history(args: argparse.Namespace) -> None:
+    from .history import read, text
+
+    lines = read(store_for(_settings(args.settings)), last=args.last)
+    if args.json:
+        sys.stdout.write("".join(json.dumps(line, sort_keys=True) + "\n" for line in lines))
+    else:
+        sys.stdout.write(text(lines))
+
+
+def cmd_record_run(args: argparse.Namespace) -> None:
+    from .history import close_journal
+    from .publish import make_publisher
+    from .state import load_resolution
+    from .views import write_all
+
+    settings = _settings(args.settings)
+    store = store_for(settings)
+    resolution = load_resolution(store)
+    line = close_journal(store, resolution, None if args.status == "no-jobs" else args.status)
+    write_all(store, resolution, make_publisher(settings, store))
+    if line is not None:
+        counts = ", ".join(f"{key} {value}" for key, value in line["counts"].items())
+        log.info("run recorded in %s: %s", store.history_dir, counts)
+
+
+def cmd_views(args: argparse.Namespace) -> None:
+    from .publish import make_publisher
+    from .state import load_resolution
+    from .views import write_all
+
+    settings = _settings(args.settings)
+    store = store_for(settings)
+    write_all(store, load_resolution(store), make_publisher(settings, store), always_index=True)
+
+
 def cmd_gc(args: argparse.Namespace) -> None:
     from .gc import collect_garbage, summary
+    from .history import now_utc, record_gc
     from .publish import make_publisher
     from .recipe import load_recipe
     from .workflow import hold_run_lock
@@ -142,6 +211,7 @@ def cmd_gc(args: argparse.Namespace) -> None:
     hold_run_lock(store)  # never while a sync runs in this work directory
     recipe = load_recipe(Path(settings["recipe"])) if args.prune else None
     publisher = make_publisher(settings, store)
+    started = now_utc()
     if not args.dry_run:
         publisher.recover()  # a transaction a crash left open would refuse gc's own
     plan = collect_garbage(
@@ -150,6 +220,7 @@ def cmd_gc(args: argparse.Namespace) -> None:
     for line in plan.lines():
         print(("would remove " if args.dry_run else "removed ") + line)
     print(f"unpacked gc: {summary(plan)}{' (dry run)' if args.dry_run else ''}")
+    record_gc(store, started, {key: len(paths) for key, paths in vars(plan).items()}, args.dry_run)
 
 
 def cmd_verify(args: argparse.Namespace) -> None:
@@ -329,6 +400,20 @@ def parser() -> argparse.ArgumentParser:
     direct.set_defaults(func=cmd_cluster_job)
     # Listed for --help; main() hands its words to sbatch before parsing.
     sub.add_parser("slurm-submit", help="SBATCH_OPTION ... JOBSCRIPT: sbatch a job script as `unpacked cluster-job`")
+    show = job("status", cmd_status, "one row per name: digests, size, sync times, state, last error")
+    show.add_argument("names", nargs="*", help="published names or globs (default: all)")
+    show.add_argument("--failed", action="store_true", help="only names whose last run failed")
+    show.add_argument("--stale", metavar="AGE", help="only names not synced for AGE (90, 30m, 12h, 2d, 1w)")
+    show.add_argument("--format", choices=["table", "csv", "json", "markdown", "html"], default="table")
+    show.add_argument("--running", action="store_true", help="the jobs running now, and for which image")
+    past = job("history", cmd_history, "the last runs: when, who, what changed, what failed")
+    past.add_argument("-n", "--last", type=int, default=10, help="how many runs (default 10)")
+    past.add_argument("--json", action="store_true", help="the JSON lines themselves")
+    record = job("record-run", cmd_record_run, "close the run's history line, write index page, report, metrics")
+    record.add_argument(
+        "--status", choices=["ok", "failed", "no-jobs"], required=True, help="no-jobs: nothing to do (or --report)"
+    )
+    job("views", cmd_views, "write the index page, the report's files and the metrics now")
     job("publish-finish", cmd_publish_finish, "commit the publisher's open batch (the end of a run does)")
     resolve = sub.add_parser("resolve", help="resolve tags and manifests")
     resolve.add_argument("--config", type=Path, default=Path("config/config.yaml"))
@@ -338,10 +423,11 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     words = sys.argv[1:] if argv is None else argv
-    if words[:1] == ["slurm-submit"]:  # sbatch's options, passed on as they are (argparse would read them)
+    # slurm-submit passes sbatch's options on as they are (argparse would take them for its own).
+    if [word for word in words[:2] if word not in ("-v", "--verbose")][:1] == ["slurm-submit"]:
         from .direct_job import submit
 
-        submit(words[1:])
+        submit(words[words.index("slurm-submit") + 1 :])
     args = parser().parse_args(words)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,

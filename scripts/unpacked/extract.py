@@ -20,13 +20,14 @@ import tarfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 from .compression import HashingReader, open_decompressed
 from .errors import ENVIRONMENT_ERRNOS, LayerError
 from .filewriters import FileWriters
 from .fsutil import remove_tree
 from .paths import clean_entry_name, resolve_in_root, resolve_parent
+from .progress import Progress, ProgressReader
 from .safefs import staged_dir
 
 log = logging.getLogger(__name__)
@@ -322,7 +323,11 @@ def extract_layer(blob: Path, diff_id: str, dest: Path, what: str, max_bytes: in
         started = time.monotonic()
         os.mkdir(staging / "rootfs", 0o755)
         with open(blob, "rb") as raw:
-            index = _extract_stream(raw, str(staging / "rootfs"), diff_id, what, max_bytes)
+            # Progress counts the compressed bytes read: the blob's size is a total known up front, and
+            # they are read in large chunks (a counter on the tar side would run per 512-byte header).
+            progress = Progress(what, os.fstat(raw.fileno()).st_size, log, doing="extracting, read")
+            counted = cast(BinaryIO, ProgressReader(raw, progress))
+            index = _extract_stream(counted, str(staging / "rootfs"), diff_id, what, max_bytes)
         (staging / "layer.json").write_text(json.dumps(asdict(index), indent=1) + "\n")
     log.info("%s: extracted %d entries in %.2f s", what, index.entries, time.monotonic() - started)
     return index

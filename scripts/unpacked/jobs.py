@@ -6,7 +6,9 @@ failed, 0 when it succeeded or when its failure touches only images matching `ig
 
 from __future__ import annotations
 
+import json
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +16,8 @@ from typing import Any
 
 from .errors import UnpackedError
 from .placeholders import failed_inputs, leave_placeholders
+from .running import marked_running
+from .safefs import write_atomic
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -41,7 +45,30 @@ def run_job(settings: dict[str, Any], store: Store, job: Job, steps: Steps) -> i
         leave_placeholders(store, job.outputs, f"input {failed[0]} failed")
         log.warning("%s: not run, its input %s stands for an ignored failure", job.action, failed[0])
         return 0
+    # Seen by `unpacked status --running` while the job runs; a kill -9 leaves it behind, as stale.
+    with marked_running(store, job.action, job.key, job.image):
+        return _run_steps(settings, store, job, steps)
+
+
+def _run_steps(settings: dict[str, Any], store: Store, job: Job, steps: Steps) -> int:
+    seconds: dict[str, float] = {}
+    try:
+        return _timed_steps(settings, store, job, steps, seconds)
+    finally:
+        _save_stage_times(store, job, seconds)
+
+
+def _save_stage_times(store: Store, job: Job, seconds: dict[str, float]) -> None:
+    """This job's time per step, for the run's history line (the report's time per stage)."""
+    try:
+        write_atomic(store.stage_times(job.action, job.key), json.dumps(seconds).encode())
+    except (OSError, UnpackedError) as err:  # a full disk fails the work itself, not this note about it
+        log.warning("could not record the job's times: %s", err)
+
+
+def _timed_steps(settings: dict[str, Any], store: Store, job: Job, steps: Steps, seconds: dict[str, float]) -> int:
     for action, work in steps:
+        started = time.monotonic()
         try:
             work()
         except UnpackedError as err:
@@ -51,6 +78,8 @@ def run_job(settings: dict[str, Any], store: Store, job: Job, steps: Steps) -> i
         except Exception as err:  # an unexpected failure still names the job and is recorded
             log.error("%s: %s: %s", action, type(err).__name__, err)
             return _failed(settings, store, job, action, job.key, err)
+        finally:
+            seconds[action] = seconds.get(action, 0.0) + time.monotonic() - started
         # A step that succeeds takes back the failure an earlier (e.g. offline) attempt recorded.
         store.failure_record(action, job.key).unlink(missing_ok=True)
     return 0

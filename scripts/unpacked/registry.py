@@ -21,6 +21,7 @@ from .credentials import lookup_credentials
 from .errors import AnswerCutError, DigestMismatchError, NotFoundError, RegistryError, TooLargeError
 from .manifests import ACCEPT
 from .netsettings import RegistrySettings
+from .progress import Progress
 from .reference import ImageRef, validate_digest
 from .retries import RESUME_ATTEMPTS, resume_backoff, retries_note
 from .transport import DEFAULT_MAX_CONNECTIONS, RegistryTransport
@@ -186,6 +187,7 @@ class RegistryClient:
         out.truncate()
         hasher = hashlib.sha256()
         written = cuts = overdue = 0
+        progress = Progress(what, size, log, doing="downloaded")
         while True:
             time.sleep(resume_backoff(cuts + overdue))
             headers = {"Accept-Encoding": "identity"}  # the digest is of the bytes as stored
@@ -207,12 +209,14 @@ class RegistryClient:
                     out.seek(0)
                     out.truncate()
                     hasher, written = hashlib.sha256(), 0
+                    progress.restart()
                 cap = None if size is None else Cap(size - written, f"more than the {size} bytes its manifest declares")
                 try:
                     for chunk in self.transport.chunks(response, cap):
                         out.write(chunk)
                         hasher.update(chunk)
                         written += len(chunk)
+                        progress.advance(len(chunk))
                     return "sha256:" + hasher.hexdigest()
                 except AnswerCutError as cut:
                     cuts, overdue = (cuts, overdue + 1) if cut.expired else (cuts + 1, overdue)

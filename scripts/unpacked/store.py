@@ -13,6 +13,11 @@ every path the workflow reads or writes: the rules take their patterns from `Sto
 <work>/state/placeholders/<hash>      where a job left a placeholder output (see placeholders.py)
 <work>/failures/<action>-<key hash>.json   a failed job of this run, and `unresolved` (see report.smk)
 <work>/logs/<rule>/...                one log per job
+<work>/history/<YYYY-MM>.jsonl        one line per run and gc (history.py); current.json: the open run
+<work>/history/stages/<job>.json      the run's job times by stage, summed into its history line
+<work>/report/                        status table and plots for `snakemake --report` (views.py)
+<work>/unpacked.prom                  metrics for node_exporter's textfile collector (views.py)
+<work>/running/<job id>.json          a job running now: what, for which image, where (see running.py)
 <work>/publish.lock                   transaction publishers take turns here
 <work>/publish-transaction.json       the hook publisher's open transaction and its images (batches)
 <work>/flat/<hex[:2]>/<hex>/          flat images built for a transaction publisher to copy in
@@ -22,6 +27,7 @@ every path the workflow reads or writes: the rules take their patterns from `Sto
 <root>/.metadata/<name>               -> .<leaf>.meta/<key>/: manifest.json, config.json, record.json
 <root>/.multiarch/<arch>[:<variant>]/<registry>/<repository>:<tag>   per-platform links, published under
                                       the name `.multiarch/<arch>/<registry>/...` (several platforms)
+<root>/.metadata/index.html, index.json   every name, its target, sync times and state (views.py)
 <root>/.trash/                        what is being deleted from the root
 """
 
@@ -61,8 +67,11 @@ WORK_LAYOUT = {
     "log.extract_layer": "logs/extract_layer/{xx}/{hex}.log",
     "log.publish_image": "logs/publish_image/{name}.log",
     "log.report_unresolved": "logs/report_unresolved.log",
+    "log.report_views": "logs/report_views.log",
     "run_settings": "state/settings/{name}.json",
 }
+# What `snakemake --report` shows of the service (views.py writes them, rules/report.smk marks them).
+REPORT_FILES = ("status.html", "status.csv", "age.svg", "sizes.svg", "runs.svg", "stages.svg")
 # The published tree's layout (links are the names themselves, `<root>/<name>`).
 ROOT_LAYOUT = {
     "flat": ".flat/{xx}/{hex}",
@@ -185,6 +194,18 @@ class Store:
         return self.failures / f"{action}-{hashlib.sha256(key.encode()).hexdigest()[:32]}.json"
 
     @property
+    def running_dir(self) -> Path:
+        return self.work / "running"
+
+    def running_markers(self) -> list[Path]:
+        """The markers of the jobs running now (a dot-named file is one being written)."""
+        return [path for path in sorted(self.running_dir.glob("*.json")) if not path.name.startswith(".")]
+
+    def running_marker(self, job_id: str) -> Path:
+        """Kept by a job while it runs; `job_id` is unique across hosts and processes."""
+        return self.running_dir / f"{job_id}.json"
+
+    @property
     def unresolved(self) -> Path:
         return self._at("unresolved")
 
@@ -253,6 +274,60 @@ class Store:
             return sorted(versions / n for n in os.listdir(versions) if _METADATA_KEY.match(n))
         except FileNotFoundError:
             return []
+
+    def marked_published(self) -> list[str]:
+        """Every name with a publish marker (also names the last resolution did not reach)."""
+        prefix, suffix = WORK_LAYOUT["published_marker"].split("{name}")
+        base = self.work / prefix
+        return sorted(str(path.relative_to(base))[: -len(suffix)] for path in base.glob(f"**/*{suffix}"))
+
+    @property
+    def history_dir(self) -> Path:
+        return self.work / "history"
+
+    def history_file(self, month: str) -> Path:
+        """The history lines of one month (`2026-12`)."""
+        return self.history_dir / f"{month}.jsonl"
+
+    def history_files(self) -> list[Path]:
+        """Every month's history file, oldest first."""
+        return sorted(self.history_dir.glob("[0-9][0-9][0-9][0-9]-[0-9][0-9].jsonl"))
+
+    @property
+    def run_journal(self) -> Path:
+        """The open run: when it started, who ran it, what it is about to change (history.py)."""
+        return self.history_dir / "current.json"
+
+    @property
+    def stages_dir(self) -> Path:
+        return self.history_dir / "stages"
+
+    def stage_times(self, action: str, key: str) -> Path:
+        """A job's time per step in this run, named like its failure record."""
+        return self.stages_dir / self.failure_record(action, key).name
+
+    @property
+    def report_dir(self) -> Path:
+        return self.work / "report"
+
+    def report_file(self, name: str) -> Path:
+        """One of REPORT_FILES."""
+        return self.report_dir / name
+
+    def report_files(self) -> list[Path]:
+        return [self.report_file(name) for name in REPORT_FILES]
+
+    @property
+    def metrics_file(self) -> Path:
+        return self.work / "unpacked.prom"
+
+    @property
+    def index_json(self) -> Path:
+        return self.metadata_root / "index.json"
+
+    @property
+    def index_html(self) -> Path:
+        return self.metadata_root / "index.html"
 
 
 def store_for(settings: dict[str, Any]) -> Store:

@@ -5,11 +5,14 @@ Kept here, not in `rules/common.smk`, so that it is typed, tested and shared wit
 
 from __future__ import annotations
 
+import atexit
 import fcntl
 import hashlib
 import logging
 import os
 import socket
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -17,6 +20,7 @@ from typing import IO, Any
 from .config import load_config_file, validate_config
 from .errors import ConfigError, UnpackedError
 from .fsutil import json_bytes
+from .history import jobs_started, open_journal
 from .markers import drop_stale_markers
 from .placeholders import drop_placeholders
 from .recipe import Recipe, load_recipe
@@ -67,6 +71,10 @@ class Plan:
         targets = [str(self.store.published_marker(name)) for name in names]
         if failures:
             targets.append(str(self.store.unresolved))
+        # The report's files, once a run wrote them: in the DAG for `snakemake --report`, never a job.
+        views = self.store.report_files()
+        if all(path.exists() for path in views):
+            targets += [str(path) for path in views]
         return targets
 
     def layers_of(self, name: str) -> list[str]:
@@ -270,4 +278,21 @@ def _build_plan(configured: Configured) -> Plan:
         log.info("%d placeholder output(s) of ignored failures removed: their jobs run again", dropped)
     for problem in drop_stale_markers(store, resolution.images):
         log.warning("%s", problem)
+    if not configured.dry_run:
+        open_journal(store, resolution, only)
+        # Snakemake goes back to the directory it was started in before the process exits.
+        atexit.register(record_run_at_exit, settings_path, store.run_journal.resolve(), Path.cwd())
     return Plan(settings, store, resolution, settings_path, only)
+
+
+def record_run_at_exit(settings_path: Path, journal: Path, workdir: Path) -> None:
+    """A run that had nothing to do ends without Snakemake's onsuccess: its history line, index
+    page and report are written here, when the process exits (one the end-of-run hook already
+    recorded has no journal left). So are other invocations that resolve without running jobs
+    (`snakemake --report`). A run killed outright leaves its journal; the next run records it as
+    interrupted."""
+    if not journal.exists():
+        return
+    status = "failed" if jobs_started() else "no-jobs"  # jobs started, and no hook saw the end: interrupted
+    command = [sys.executable, "-m", "unpacked.cli", "record-run", "--settings", str(settings_path), "--status", status]
+    subprocess.run(command, cwd=workdir, check=False)

@@ -1,0 +1,315 @@
+"""`unpacked status`: one row per published name and per recipe entry that is not published.
+
+Read from what the last run left on disk (the resolution and each name's state file, the publish
+markers, the flat images' markers, each name's record.json in the root, the run's failure
+records): no registry is contacted, and 5,000 names take well under 2 s. The states:
+
+- `ok`: published as the registry had it at the last run;
+- `changed upstream`: the last run saw a new digest, and an older version is still what users get;
+- `failed`: the last run failed on it (the error says where); an older version may still be published;
+- `not published`: resolved but never published (a run not finished yet), or an entry that never resolved;
+- `missing on disk`: marked published, but its link or flat image is gone (the next run repairs it).
+"""
+
+from __future__ import annotations
+
+import calendar
+import fnmatch
+import json
+import re
+import time
+from typing import TYPE_CHECKING, Any
+
+from .state import (
+    Failure,
+    Resolution,
+    ResolvedImage,
+    StateError,
+    load_image,
+    load_job_failures,
+    load_published_marker,
+    load_record,
+)
+from .store import Store
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+OK, CHANGED, FAILED, NOT_PUBLISHED, MISSING = "ok", "changed upstream", "failed", "not published", "missing on disk"
+STATES = (OK, CHANGED, FAILED, NOT_PUBLISHED, MISSING)
+COLUMNS = [
+    "name",
+    "registry",
+    "repository",
+    "tag",
+    "platform",
+    "manifest_digest",
+    "config_digest",
+    "size_bytes",
+    "files",
+    "layers",
+    "last_synced",
+    "last_changed",
+    "state",
+    "error",
+    "age_seconds",
+]
+# Empty text, never NaN, where a row has nothing to say (an entry that never resolved has no digests).
+TEXT_COLUMNS = [
+    "platform",
+    "manifest_digest",
+    "config_digest",
+    "last_synced",
+    "last_changed",
+    "error",
+]
+# What `--stale 2d` and friends mean.
+_AGE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw]?)$")
+_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_age(text: str) -> float:
+    """Seconds in `90`, `30m`, `12h`, `2d` or `1w`."""
+    match = _AGE.match(text.strip())
+    if match is None:
+        msg = f"{text!r} is not an age: give a number with an optional unit s, m, h, d or w (e.g. 2d)"
+        raise ValueError(msg)
+    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
+def _utc_seconds(stamp: str | None) -> float | None:
+    if not stamp:
+        return None
+    try:
+        return float(calendar.timegm(time.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ")))
+    except ValueError:
+        return None
+
+
+def _split_name(name: str) -> tuple[str, str, str]:
+    """registry, repository, tag of `registry/repository:tag` (after any .multiarch/<arch>/ prefix)."""
+    path, _, tag = name.rpartition(":")
+    parts = path.split("/")
+    if parts[0] == ".multiarch" and len(parts) > 3:
+        parts = parts[2:]
+    return parts[0], "/".join(parts[1:]), tag
+
+
+def _split_reference(reference: str) -> tuple[str, str, str]:
+    without_scheme = reference.split("://", 1)[-1]
+    return _split_name(without_scheme)
+
+
+def _job_errors(store: Store) -> dict[str, str]:
+    """The last run's job failures, by every name they leave out of date."""
+    errors: dict[str, str] = {}
+    for failure in load_job_failures(store):
+        for name in failure.images:
+            errors.setdefault(name, f"{failure.action}: {failure.error}")
+    return errors
+
+
+def _files_of(store: Store, config_digest: str, cache: dict[str, int | None]) -> int | None:
+    if config_digest not in cache:
+        try:
+            document: dict[str, Any] = json.loads(store.flat_marker(config_digest).read_text())
+            files = document.get("files")
+            cache[config_digest] = files if isinstance(files, int) else None
+        except (OSError, ValueError):
+            cache[config_digest] = None
+    return cache[config_digest]
+
+
+def _state_of(store: Store, name: str, image: ResolvedImage, error: str | None) -> str:
+    if error is not None:
+        return FAILED
+    try:
+        marker = load_published_marker(store, name)
+    except StateError:
+        marker = None
+    link = store.link(name)
+    if marker is not None and (marker.source_digest, marker.config_digest) == (
+        image.source_digest,
+        image.config_digest,
+    ):
+        on_disk = link.is_symlink() and store.flat(image.config_digest).is_dir()
+        return OK if on_disk else MISSING
+    return CHANGED if link.is_symlink() else NOT_PUBLISHED
+
+
+def image_row(store: Store, name: str, image: ResolvedImage, error: str | None, files: int | None) -> dict[str, Any]:
+    registry, repository, tag = _split_name(name)
+    record = load_record(store.record(name))
+    state = _state_of(store, name, image, error)
+    published_now = record is not None and state in (OK, CHANGED, FAILED, MISSING)
+    synced = record.last_synced if published_now and record else None
+    return {
+        "name": name,
+        "registry": registry,
+        "repository": repository,
+        "tag": tag,
+        "platform": image.platform,
+        "manifest_digest": image.manifest_digest,
+        "config_digest": image.config_digest,
+        "size_bytes": sum(layer.size for layer in image.layers),
+        "files": files,
+        "layers": len(image.layers),
+        "last_synced": synced,
+        "last_changed": record.last_changed if published_now and record else None,
+        "state": state,
+        "error": error or "",
+    }
+
+
+def _failure_text(failure: Failure) -> str:
+    return failure.error + (" (ignored: matches ignoreErrors)" if failure.ignored else "")
+
+
+def rows(store: Store, resolution: Resolution) -> list[dict[str, Any]]:
+    """Every row of the status table, unsorted, with `age_seconds` from now: each resolved image,
+    each name still published that the last resolution did not reach (its entry failed to resolve,
+    e.g. the registry was down), and each entry that never resolved."""
+    errors = _job_errors(store)
+    images = dict(resolution.images)
+    for name in store.marked_published():
+        if name not in images:
+            image = load_image(store, name)
+            if image is not None:
+                images[name] = image
+    unresolved = {failure.reference: failure for failure in resolution.failures}
+    files_cache: dict[str, int | None] = {}
+    found = []
+    for name, image in images.items():
+        failure = unresolved.pop(image.reference, None)
+        error = errors.get(name) or (_failure_text(failure) if failure else None)
+        files = _files_of(store, image.config_digest, files_cache)
+        found.append(image_row(store, name, image, error, files))
+    for failure in unresolved.values():  # entries that never resolved: no digests to show
+        registry, repository, tag = _split_reference(failure.reference)
+        found.append(
+            {
+                "name": f"{registry}/{repository}:{tag}",
+                "registry": registry,
+                "repository": repository,
+                "tag": tag,
+                "state": FAILED,
+                "error": _failure_text(failure),
+            }
+        )
+    now = time.time()
+    for row in found:
+        for column in TEXT_COLUMNS:
+            row[column] = row.get(column) or ""
+        synced = _utc_seconds(row.get("last_synced"))
+        row["age_seconds"] = None if synced is None else max(0.0, now - synced)
+    return found
+
+
+def table(store: Store, resolution: Resolution) -> pd.DataFrame:
+    """The status as a DataFrame, one row per name, sorted by name."""
+    import pandas as pd
+
+    frame = pd.DataFrame(rows(store, resolution), columns=COLUMNS)
+    frame = frame.astype({"size_bytes": "Int64", "files": "Int64", "layers": "Int64"})
+    return frame.sort_values("name", kind="stable").reset_index(drop=True)
+
+
+def select(frame: pd.DataFrame, patterns: list[str], failed: bool, stale_seconds: float | None) -> pd.DataFrame:
+    """The rows matching any name glob (all without), failed ones only, and/or not synced for so long."""
+    keep = frame["name"].map(lambda name: not patterns or any(fnmatch.fnmatchcase(name, p) for p in patterns))
+    if failed:
+        keep &= frame["state"] == FAILED
+    if stale_seconds is not None:
+        # A name never synced is as stale as it gets.
+        keep &= frame["age_seconds"].isna() | (frame["age_seconds"] > stale_seconds)
+    return frame[keep].reset_index(drop=True)
+
+
+def _missing(value: Any) -> bool:
+    import pandas as pd
+
+    return value is None or bool(pd.isna(value))
+
+
+def human_bytes(count: float | None) -> str:
+    if count is None or _missing(count):
+        return ""
+    count = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if count < 1024 or unit == "TiB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1024
+    return ""
+
+
+def human_age(seconds: float | None) -> str:
+    if seconds is None or _missing(seconds):
+        return ""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f}{unit}"
+    return f"{seconds:.0f}s"
+
+
+def _short(digest: object) -> str:
+    return str(digest).removeprefix("sha256:")[:12] if isinstance(digest, str) and digest else ""
+
+
+def readable(frame: pd.DataFrame) -> pd.DataFrame:
+    """The table as an operator reads it: short digests, sizes and ages in units."""
+    shown = frame.copy()
+    for column in ("manifest_digest", "config_digest"):
+        shown[column] = shown[column].map(_short)
+    shown["size"] = shown["size_bytes"].map(human_bytes)
+    shown["age"] = shown["age_seconds"].map(human_age)
+    columns = ["name", "platform", "state", "manifest_digest", "config_digest", "size", "files", "layers"]
+    columns += ["last_synced", "last_changed", "age", "error"]
+    return shown[columns].astype(object).where(shown[columns].notna(), "")
+
+
+def markdown(frame: pd.DataFrame) -> str:
+    """A Markdown pipe table (pandas' own needs the `tabulate` package)."""
+    text = frame.astype(object).where(frame.notna(), "").astype(str)
+    lines = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * len(frame.columns)]
+    for values in text.itertuples(index=False):
+        lines.append("| " + " | ".join(str(v).replace("|", "\\|").replace("\n", " ") for v in values) + " |")
+    return "\n".join(lines)
+
+
+# The aligned table cuts errors here (the other formats carry them whole).
+ERROR_SHOWN = 100
+
+
+def aligned(frame: pd.DataFrame) -> str:
+    """Left-aligned columns, two spaces apart; long errors cut."""
+    cells = [[str(value) for value in values] for values in frame.itertuples(index=False)]
+    error = list(frame.columns).index("error")
+    for row in cells:
+        if len(row[error]) > ERROR_SHOWN:
+            row[error] = row[error][: ERROR_SHOWN - 3] + "..."
+    header = [str(column) for column in frame.columns]
+    widths = [max(len(text) for text in column) for column in zip(header, *cells, strict=True)]
+    return "\n".join(
+        "  ".join(t.ljust(w) for t, w in zip(row, widths, strict=True)).rstrip() for row in [header, *cells]
+    )
+
+
+def render(frame: pd.DataFrame, fmt: str) -> str:
+    """The table in one of: table (aligned text), csv, json, markdown, html."""
+    if fmt == "csv":
+        return str(frame.to_csv(index=False))
+    if fmt == "json":
+        return json.dumps(json.loads(frame.to_json(orient="records")), indent=1) + "\n"
+    if fmt == "markdown":
+        return markdown(readable(frame)) + "\n"
+    if fmt == "html":
+        return str(frame.to_html(index=False, na_rep="", border=0)) + "\n"
+    if frame.empty:
+        return "no names to show (none match, or the workflow has not run in this work directory)\n"
+    return aligned(readable(frame)) + "\n"
+
+
+def counts(frame: pd.DataFrame) -> dict[str, int]:
+    """How many names are in each state (every state listed, zeros included)."""
+    found = frame["state"].value_counts().to_dict()
+    return {state: int(found.get(state, 0)) for state in STATES}
