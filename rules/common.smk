@@ -30,9 +30,11 @@ wildcard_constraints:
 
 
 def plan():
-    """The Plan, built the first time the DAG asks. Whether this is a dry-run is known only then
+    """The Plan, built the first time the DAG asks. Whether this is a dry-run, and whether jobs
+    are to run at all (no executor for --report, --dag, --summary), is known only then
     (`workflow.dryrun` is False while the Snakefile is parsed, even with -n)."""
     CONFIGURED.dry_run = workflow.dryrun
+    CONFIGURED.executing = workflow.executor_plugin is not None
     return CONFIGURED.plan()
 
 

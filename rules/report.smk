@@ -62,4 +62,4 @@ rule report_views:
         unpacked=UNPACKED,
         settings=SETTINGS,
     shell:
-        "{params.unpacked} views --settings {params.settings} 2> {log}"
+        "{params.unpacked} views --report-only --settings {params.settings} 2> {log}"

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -137,6 +139,12 @@ def test_a_move_upstream_shows_in_status_then_in_history(synced: Synced) -> None
     )
     b = by_name(status(synced.directory))[synced.name("b:1")]
     assert b["state"] == "changed upstream" and b["manifest_digest"] == synced.moved_b
+    # The page says what users get now: the link's target, the older image.
+    assert unpacked(synced.directory, "views").returncode == 0
+    page = json.loads((synced.directory / "output/.metadata/index.json").read_text())
+    [shown] = [image for image in page["images"] if image["name"] == synced.name("b:1")]
+    link = synced.directory / "output" / synced.name("b:1")
+    assert shown["state"] == "changed upstream" and shown["points_to"] == os.readlink(link)
 
     second = run_workflow(synced.directory)
     assert second.returncode != 0
@@ -160,6 +168,25 @@ def test_a_run_with_nothing_to_do_is_recorded_too(synced: Synced, tmp_path: Path
     assert [line["status"] for line in lines] == ["ok", "ok"]
     assert lines[1]["changed"] == [] and lines[1]["counts"]["images"] == 1
     assert (lines[0]["jobs_ran"], lines[1]["jobs_ran"]) == (True, False)
+
+
+def test_a_run_killed_outright_is_recorded_as_interrupted_by_the_next(synced: Synced, tmp_path: Path) -> None:
+    entries = [f"http://{synced.registry.host}/views/a:1"]
+    write_config(tmp_path, entries, {synced.registry.host: {"insecure": True}})
+    journal = tmp_path / "work/history/current.json"  # what a run killed with kill -9 leaves
+    journal.parent.mkdir(parents=True)
+    journal.write_text(
+        json.dumps({"kind": "sync", "start": "2026-12-01T00:00:00Z", "who": "x@y", "pending": {"n": {}}})
+    )
+    assert run_workflow(tmp_path).returncode == 0
+    first, second = history(tmp_path)
+    assert (first["status"], first["start"], first["end"], first["counts"]) == (
+        "interrupted",
+        "2026-12-01T00:00:00Z",
+        None,
+        {"pending": 1},
+    )
+    assert second["status"] == "ok" and [change["name"] for change in second["changed"]] == [synced.name("a:1")]
 
 
 def test_index_page_lists_every_name_with_its_times(synced: Synced) -> None:
@@ -197,6 +224,7 @@ def embedded(report: str, filename: str) -> bytes:
 
 
 def test_snakemake_report_shows_the_table_and_the_plots(synced: Synced, tmp_path: Path) -> None:
+    runs_before = len(history(synced.directory))
     report = tmp_path / "report.html"
     command = [str(SNAKEMAKE), "--snakefile", str(REPO / "Snakefile"), "--report", str(report)]
     done = subprocess.run(
@@ -212,25 +240,57 @@ def test_snakemake_report_shows_the_table_and_the_plots(synced: Synced, tmp_path
         assert b"<svg" in svg and len(svg) > 5000, plot
     # The plots have data: the bars are drawn as paths in the SVG, one per image or run.
     assert embedded(text, "sizes.svg").count(b'id="patch_') >= 3
+    assert len(history(synced.directory)) == runs_before, "a report is not a sync: no history line"
+
+
+# `unpacked views` whose rename of index.json waits: the new page is written, not yet in place.
+SLOW_RENAME = """
+import os, sys, time
+from unpacked.cli import main
+real_replace = os.replace
+def slow_replace(source, target, **kwargs):
+    if str(target).endswith("index.json"):
+        time.sleep(60)
+    return real_replace(source, target, **kwargs)
+os.replace = slow_replace
+main(["views", "--settings", "work/state/settings.json"])
+"""
 
 
 def test_index_page_survives_kill_9_mid_write(synced: Synced) -> None:
-    """Old page or new page, never part of one: kill `unpacked views` at many moments."""
+    """Killed between writing the new page and renaming it into place: users still read the old
+    page, whole. Then a write that is not killed replaces it."""
     index = synced.directory / "output" / ".metadata" / "index.json"
     page = index.with_name("index.html")
-    for delay in (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.7, 0.9, 1.2, 1.5):
-        writer = subprocess.Popen(
-            [UNPACKED, "views", "--settings", "work/state/settings.json"],
-            cwd=synced.directory,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        time.sleep(delay)
-        writer.send_signal(signal.SIGKILL)
-        writer.wait()
-        document = json.loads(index.read_text())  # a partial file would not parse
-        assert len(document["images"]) == 4
-        assert page.read_text().rstrip().endswith("</html>")
+    old_index, old_page = index.read_bytes(), page.read_bytes()
+    writer = subprocess.Popen([sys.executable, "-c", SLOW_RENAME], cwd=synced.directory)
+    deadline = time.monotonic() + 60
+    while not list(index.parent.glob(".index.json.*")):  # the new page, written under its temporary name
+        assert writer.poll() is None and time.monotonic() < deadline, "the writer never reached the rename"
+        time.sleep(0.05)
+    writer.send_signal(signal.SIGKILL)
+    writer.wait()
+    assert index.read_bytes() == old_index and page.read_bytes() == old_page
+    assert len(json.loads(index.read_text())["images"]) == 4
+
+    done = unpacked(synced.directory, "views")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(index.read_text())["generated"] != json.loads(old_index)["generated"]
+    assert page.read_text().rstrip().endswith("</html>")
+
+
+def test_no_page_is_made_in_a_root_that_looks_unmounted(tmp_path: Path) -> None:
+    """A root without .metadata/ may be an empty mount point: the page must not make it look used."""
+    from unpacked.publish import DirectoryPublisher
+    from unpacked.state import Resolution
+    from unpacked.status import table
+    from unpacked.store import Store
+    from unpacked.views import write_index
+
+    store = Store(tmp_path / "work", tmp_path / "mnt")
+    store.root.mkdir()
+    assert write_index(store, DirectoryPublisher(store), table(store, Resolution()), always=True) is False
+    assert list(store.root.iterdir()) == []
 
 
 def test_running_jobs_are_listed(synced: Synced) -> None:

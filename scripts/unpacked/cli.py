@@ -176,6 +176,7 @@ def cmd_history(args: argparse.Namespace) -> None:
 def cmd_record_run(args: argparse.Namespace) -> None:
     from .history import close_journal
     from .publish import make_publisher
+    from .running import prune_stale
     from .state import load_resolution
     from .views import write_all
 
@@ -183,7 +184,9 @@ def cmd_record_run(args: argparse.Namespace) -> None:
     store = store_for(settings)
     resolution = load_resolution(store)
     line = close_journal(store, resolution, None if args.status == "no-jobs" else args.status)
-    write_all(store, resolution, make_publisher(settings, store))
+    prune_stale(store)  # markers of this host's jobs a kill -9 left behind
+    # The plots cost seconds: a run that changed nothing leaves the last ones (`unpacked views` redraws).
+    write_all(store, resolution, make_publisher(settings, store), report=args.status != "no-jobs")
     if line is not None:
         counts = ", ".join(f"{key} {value}" for key, value in line["counts"].items())
         log.info("run recorded in %s: %s", store.history_dir, counts)
@@ -196,7 +199,11 @@ def cmd_views(args: argparse.Namespace) -> None:
 
     settings = _settings(args.settings)
     store = store_for(settings)
-    write_all(store, load_resolution(store), make_publisher(settings, store), always_index=True)
+    # --report-only: what the report_views rule makes, which may run beside publish jobs (-F): a
+    # transaction of its own for the index page would collide with theirs.
+    publisher = None if args.report_only else make_publisher(settings, store)
+    if not write_all(store, load_resolution(store), publisher, always_index=True):
+        raise SystemExit(1)
 
 
 def cmd_gc(args: argparse.Namespace) -> None:
@@ -411,9 +418,13 @@ def parser() -> argparse.ArgumentParser:
     past.add_argument("--json", action="store_true", help="the JSON lines themselves")
     record = job("record-run", cmd_record_run, "close the run's history line, write index page, report, metrics")
     record.add_argument(
-        "--status", choices=["ok", "failed", "no-jobs"], required=True, help="no-jobs: nothing to do (or --report)"
+        "--status",
+        choices=["ok", "failed", "no-jobs", "interrupted"],
+        required=True,
+        help="no-jobs: nothing was to be done; interrupted: jobs started, no end-of-run hook ran",
     )
-    job("views", cmd_views, "write the index page, the report's files and the metrics now")
+    views = job("views", cmd_views, "write the index page, the report's files and the metrics now")
+    views.add_argument("--report-only", action="store_true", help="the report's files and the metrics, not the page")
     job("publish-finish", cmd_publish_finish, "commit the publisher's open batch (the end of a run does)")
     resolve = sub.add_parser("resolve", help="resolve tags and manifests")
     resolve.add_argument("--config", type=Path, default=Path("config/config.yaml"))

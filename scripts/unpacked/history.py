@@ -21,7 +21,7 @@ from typing import Any
 
 from .fsutil import json_bytes
 from .safefs import write_atomic
-from .state import Resolution, StateError, load_job_failures, load_published_marker
+from .state import Resolution, load_job_failures, load_record
 from .store import Store
 
 KEEP_MONTHS = 24
@@ -52,11 +52,10 @@ def who() -> str:
 
 
 def _published(store: Store, name: str) -> dict[str, str] | None:
-    try:
-        marker = load_published_marker(store, name)
-    except StateError:
-        return None
-    return None if marker is None else {"digest": marker.source_digest, "config": marker.config_digest}
+    """What users of the root get for `name`: its record (written with each publish, before the
+    link), not the work marker, which self-repair may have dropped while the image is still there."""
+    record = load_record(store.record(name))
+    return None if record is None else {"digest": record.source_digest, "config": record.config_digest}
 
 
 def open_journal(store: Store, resolution: Resolution, only: set[str] | None) -> None:
@@ -77,16 +76,25 @@ def open_journal(store: Store, resolution: Resolution, only: set[str] | None) ->
     write_atomic(store.run_journal, json_bytes(journal))
 
 
-def _failures(store: Store, resolution: Resolution, jobs_ran: bool) -> list[dict[str, Any]]:
+def _failures(store: Store, resolution: Resolution, jobs_ran: bool, only: list[str] | None) -> list[dict[str, Any]]:
+    """This run's failures: of resolution, and of its jobs. A run that synced `only` some entries
+    reports theirs alone (the others' records are older runs')."""
+    wanted = None if only is None else set(only)
     found: list[dict[str, Any]] = [
         {"reference": failure.reference, "step": "resolve", "error": failure.error, "ignored": failure.ignored}
         for failure in resolution.failures
+        if wanted is None or failure.reference in wanted
     ]
     # Without jobs, the job failure records on disk are an earlier run's.
     for failure in load_job_failures(store) if jobs_ran else []:
-        found.append(
-            {"step": failure.action, "key": failure.key, "names": list(failure.images), "error": failure.error}
-        )
+        names = list(failure.images)
+        if wanted is not None:
+            names = [
+                name for name in names if name in resolution.images and resolution.images[name].reference in wanted
+            ]
+            if not names:
+                continue
+        found.append({"step": failure.action, "key": failure.key, "names": names, "error": failure.error})
     return found
 
 
@@ -111,7 +119,8 @@ def stage_seconds(store: Store) -> dict[str, float]:
 
 def close_journal(store: Store, resolution: Resolution, status: str | None) -> dict[str, Any] | None:
     """At the end of a run: its history line (appended), or None if no journal is open. A run that
-    ran no jobs (nothing to do) has status None: it failed only if an entry did not resolve."""
+    ran no jobs (nothing to do) has status None: it failed only if an entry did not resolve. One whose
+    jobs started but whose end no hook saw has status `interrupted`."""
     try:
         journal: dict[str, Any] = json.loads(store.run_journal.read_text())
     except FileNotFoundError:
@@ -125,7 +134,7 @@ def close_journal(store: Store, resolution: Resolution, status: str | None) -> d
         else:
             not_done.append(name)
     jobs_ran = status is not None
-    failures = _failures(store, resolution, jobs_ran)
+    failures = _failures(store, resolution, jobs_ran, journal.get("only"))
     if status is None:
         status = "failed" if resolution.unignored_failures else "ok"
     line = {

@@ -185,10 +185,11 @@ def _check_format(document: dict[str, Any]) -> None:
         raise StateError(msg)
 
 
-def _read(path: Path) -> dict[str, Any] | None:
+def _read(path: Path | str) -> dict[str, Any] | None:
     """A JSON object from `path`; None if it is missing or damaged (it is then written again)."""
     try:
-        document = json.loads(path.read_text())
+        with open(path, encoding="utf-8") as handle:
+            document = json.loads(handle.read())
     except (FileNotFoundError, NotADirectoryError, ValueError):
         return None
     return document if isinstance(document, dict) else None
@@ -299,7 +300,7 @@ def record_json(record: SyncRecord) -> bytes:
     return json_bytes(vars(record))
 
 
-def load_record(path: Path) -> SyncRecord | None:
+def load_record(path: Path | str) -> SyncRecord | None:
     """A name's published record, or None if missing or unreadable."""
     document = _read(path)
     if document is None:

@@ -13,24 +13,24 @@ records): no registry is contacted, and 5,000 names take well under 2 s. The sta
 
 from __future__ import annotations
 
-import calendar
 import fnmatch
 import json
+import os
 import re
-import time
 from typing import TYPE_CHECKING, Any
 
+from .errors import UnpackedError
+from .reference import parse_reference
 from .state import (
     Failure,
     Resolution,
     ResolvedImage,
-    StateError,
+    SyncRecord,
     load_image,
     load_job_failures,
-    load_published_marker,
     load_record,
 )
-from .store import Store
+from .store import MULTIARCH_DIR, Store
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -77,27 +77,23 @@ def parse_age(text: str) -> float:
     return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
 
 
-def _utc_seconds(stamp: str | None) -> float | None:
-    if not stamp:
-        return None
-    try:
-        return float(calendar.timegm(time.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ")))
-    except ValueError:
-        return None
-
-
 def _split_name(name: str) -> tuple[str, str, str]:
-    """registry, repository, tag of `registry/repository:tag` (after any .multiarch/<arch>/ prefix)."""
-    path, _, tag = name.rpartition(":")
-    parts = path.split("/")
-    if parts[0] == ".multiarch" and len(parts) > 3:
+    """registry, repository, tag (or pinned digest) of a published name: `registry/repository:tag`
+    or `registry/repository@sha256:<hex>`, after any `.multiarch/<arch>/` prefix."""
+    parts = name.split("/")
+    if parts[0] == MULTIARCH_DIR and len(parts) > 3:
         parts = parts[2:]
-    return parts[0], "/".join(parts[1:]), tag
+    last = parts[-1]  # a registry's port is in parts[0]: the leaf's `:` or `@` starts the tag
+    leaf, _, tag = last.partition("@") if "@" in last else last.rpartition(":")
+    return parts[0], "/".join([*parts[1:-1], leaf]), tag
 
 
-def _split_reference(reference: str) -> tuple[str, str, str]:
-    without_scheme = reference.split("://", 1)[-1]
-    return _split_name(without_scheme)
+def _name_of_entry(reference: str) -> str:
+    """The name a recipe entry that never resolved would be published as."""
+    try:
+        return parse_reference(reference).published_name
+    except UnpackedError:  # not expected (the recipe was checked), but a row is better than a crash
+        return reference.split("://", 1)[-1]
 
 
 def _job_errors(store: Store) -> dict[str, str]:
@@ -120,29 +116,42 @@ def _files_of(store: Store, config_digest: str, cache: dict[str, int | None]) ->
     return cache[config_digest]
 
 
-def _state_of(store: Store, name: str, image: ResolvedImage, error: str | None) -> str:
-    if error is not None:
-        return FAILED
+def _link_target(path: str) -> str | None:
     try:
-        marker = load_published_marker(store, name)
-    except StateError:
-        marker = None
-    link = store.link(name)
-    if marker is not None and (marker.source_digest, marker.config_digest) == (
+        return os.readlink(path)
+    except OSError:
+        return None
+
+
+def _state_of(store: Store, name: str, image: ResolvedImage, record: SyncRecord | None, flat_exists: bool) -> str:
+    """The name's state from its record (what was last published, written before the link) and its
+    link: two reads per name, no marker, no file of the image."""
+    target = _link_target(os.path.join(store.root, name))  # a string: this runs once per name
+    if record is not None and (record.source_digest, record.config_digest) == (
         image.source_digest,
         image.config_digest,
     ):
-        on_disk = link.is_symlink() and store.flat(image.config_digest).is_dir()
+        on_disk = target == store.link_target(name, image.config_digest) and flat_exists
         return OK if on_disk else MISSING
-    return CHANGED if link.is_symlink() else NOT_PUBLISHED
+    return CHANGED if target is not None else NOT_PUBLISHED
 
 
-def image_row(store: Store, name: str, image: ResolvedImage, error: str | None, files: int | None) -> dict[str, Any]:
+def image_row(
+    store: Store,
+    metadata_root: str,
+    name: str,
+    image: ResolvedImage,
+    error: str | None,
+    files: int | None,
+    flat_exists: bool,
+) -> dict[str, Any]:
+    """One name's row; `metadata_root` is str(store.metadata_root), made once for all names."""
     registry, repository, tag = _split_name(name)
-    record = load_record(store.record(name))
-    state = _state_of(store, name, image, error)
-    published_now = record is not None and state in (OK, CHANGED, FAILED, MISSING)
-    synced = record.last_synced if published_now and record else None
+    record = load_record(os.path.join(metadata_root, name, "record.json"))  # store.record(name), as a string
+    state = _state_of(store, name, image, record, flat_exists)
+    if error is not None:
+        state = FAILED  # an older version may still be published: its times stay shown
+    shown = record is not None and state != NOT_PUBLISHED
     return {
         "name": name,
         "registry": registry,
@@ -154,8 +163,8 @@ def image_row(store: Store, name: str, image: ResolvedImage, error: str | None, 
         "size_bytes": sum(layer.size for layer in image.layers),
         "files": files,
         "layers": len(image.layers),
-        "last_synced": synced,
-        "last_changed": record.last_changed if published_now and record else None,
+        "last_synced": record.last_synced if shown and record else None,
+        "last_changed": record.last_changed if shown and record else None,
         "state": state,
         "error": error or "",
     }
@@ -166,7 +175,7 @@ def _failure_text(failure: Failure) -> str:
 
 
 def rows(store: Store, resolution: Resolution) -> list[dict[str, Any]]:
-    """Every row of the status table, unsorted, with `age_seconds` from now: each resolved image,
+    """Every row of the status table, unsorted, but `age_seconds`: each resolved image,
     each name still published that the last resolution did not reach (its entry failed to resolve,
     e.g. the registry was down), and each entry that never resolved."""
     errors = _job_errors(store)
@@ -178,17 +187,27 @@ def rows(store: Store, resolution: Resolution) -> list[dict[str, Any]]:
                 images[name] = image
     unresolved = {failure.reference: failure for failure in resolution.failures}
     files_cache: dict[str, int | None] = {}
+    flats: dict[str, bool] = {}  # config digest -> its flat image is there (tags share flats)
+    metadata_root = str(store.metadata_root)
+    matched: set[str] = set()
     found = []
     for name, image in images.items():
-        failure = unresolved.pop(image.reference, None)
+        failure = unresolved.get(image.reference)  # a multi-arch entry has several names
+        if failure is not None:
+            matched.add(image.reference)
         error = errors.get(name) or (_failure_text(failure) if failure else None)
         files = _files_of(store, image.config_digest, files_cache)
-        found.append(image_row(store, name, image, error, files))
-    for failure in unresolved.values():  # entries that never resolved: no digests to show
-        registry, repository, tag = _split_reference(failure.reference)
+        if image.config_digest not in flats:
+            flats[image.config_digest] = store.flat(image.config_digest).is_dir()
+        found.append(image_row(store, metadata_root, name, image, error, files, flats[image.config_digest]))
+    for reference, failure in unresolved.items():  # entries that never resolved: no digests to show
+        if reference in matched:
+            continue
+        name = _name_of_entry(reference)
+        registry, repository, tag = _split_name(name)
         found.append(
             {
-                "name": f"{registry}/{repository}:{tag}",
+                "name": name,
                 "registry": registry,
                 "repository": repository,
                 "tag": tag,
@@ -196,12 +215,9 @@ def rows(store: Store, resolution: Resolution) -> list[dict[str, Any]]:
                 "error": _failure_text(failure),
             }
         )
-    now = time.time()
     for row in found:
         for column in TEXT_COLUMNS:
             row[column] = row.get(column) or ""
-        synced = _utc_seconds(row.get("last_synced"))
-        row["age_seconds"] = None if synced is None else max(0.0, now - synced)
     return found
 
 
@@ -211,6 +227,8 @@ def table(store: Store, resolution: Resolution) -> pd.DataFrame:
 
     frame = pd.DataFrame(rows(store, resolution), columns=COLUMNS)
     frame = frame.astype({"size_bytes": "Int64", "files": "Int64", "layers": "Int64"})
+    synced = pd.to_datetime(frame["last_synced"], format="%Y-%m-%dT%H:%M:%SZ", utc=True, errors="coerce")
+    frame["age_seconds"] = (pd.Timestamp.now(tz="UTC") - synced).dt.total_seconds().clip(lower=0.0)
     return frame.sort_values("name", kind="stable").reset_index(drop=True)
 
 
@@ -299,7 +317,7 @@ def render(frame: pd.DataFrame, fmt: str) -> str:
     if fmt == "csv":
         return str(frame.to_csv(index=False))
     if fmt == "json":
-        return json.dumps(json.loads(frame.to_json(orient="records")), indent=1) + "\n"
+        return str(frame.to_json(orient="records", indent=1)) + "\n"
     if fmt == "markdown":
         return markdown(readable(frame)) + "\n"
     if fmt == "html":

@@ -243,8 +243,9 @@ class Store:
 
     def link_target(self, name: str, config_digest: str) -> str:
         """`../../.flat/ab/ab12..`: one `..` per directory level of `name` below the root."""
-        flat = self.flat(config_digest).relative_to(self.root)
-        return "/".join([".."] * name.count("/") + list(flat.parts))
+        hexd = digest_hex(config_digest)
+        flat = ROOT_LAYOUT["flat"].format(xx=hexd[:2], hex=hexd)  # strings: status calls this per name
+        return "/".join([".."] * name.count("/") + [flat])
 
     @property
     def metadata_root(self) -> Path:
@@ -278,8 +279,14 @@ class Store:
     def marked_published(self) -> list[str]:
         """Every name with a publish marker (also names the last resolution did not reach)."""
         prefix, suffix = WORK_LAYOUT["published_marker"].split("{name}")
-        base = self.work / prefix
-        return sorted(str(path.relative_to(base))[: -len(suffix)] for path in base.glob(f"**/*{suffix}"))
+        base = str(self.work / prefix)
+        names = []
+        for directory, _dirs, files in os.walk(base):  # strings, not Paths: thousands of names
+            below = os.path.relpath(directory, base)
+            for file in files:
+                if file.endswith(suffix) and not file.startswith("."):
+                    names.append(os.path.normpath(os.path.join(below, file[: -len(suffix)])))
+        return sorted(names)
 
     @property
     def history_dir(self) -> Path:

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import html
 import json
+import logging
+import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,6 +37,8 @@ if TYPE_CHECKING:
 
     from .publish import DirectoryPublisher
 
+log = logging.getLogger(__name__)
+
 INDEX_REFRESH_SECONDS = 3600
 # Past this many names the per-image plots show the extremes only (a plot of 5,000 bars says nothing).
 PLOTTED_NAMES = 60
@@ -48,16 +52,21 @@ def _last_runs(store: Store) -> tuple[dict[str, Any] | None, dict[str, Any] | No
     return last, good
 
 
+def _points_to(link: Path) -> str | None:
+    try:
+        return os.readlink(link)
+    except OSError:
+        return None
+
+
 def index_document(store: Store, frame: pd.DataFrame) -> dict[str, Any]:
     last, good = _last_runs(store)
     images = []
     for row in frame.to_dict(orient="records"):
-        config = row["config_digest"]
-        published = bool(config) and store.link(row["name"]).is_symlink()
         images.append(
             {
                 "name": row["name"],
-                "points_to": store.link_target(row["name"], config) if published else None,
+                "points_to": _points_to(store.link(row["name"])),  # what users get: maybe an older version
                 "platform": row.get("platform") or None,
                 "last_synced": row.get("last_synced") or None,
                 "last_changed": row.get("last_changed") or None,
@@ -132,15 +141,16 @@ def _index_is_fresh(path: Path, document: dict[str, Any]) -> bool:
 
 def write_index(store: Store, publisher: DirectoryPublisher, frame: pd.DataFrame, always: bool = False) -> bool:
     """Write index.json and index.html into the root's .metadata/; True if it did."""
-    document = index_document(store, frame)
-    if not store.root.is_dir():
+    # Never made here: a root without .metadata/ may be an unmounted mount point (markers.py), and
+    # one made here would hide that from the next run's check. The first publish makes it.
+    if not store.metadata_root.is_dir():
         return False
+    document = index_document(store, frame)
     transactional = not store.build_in_root
     if transactional and not always and _index_is_fresh(store.index_json, document):
         return False
     generated = now_utc()
     with publisher.transaction():
-        store.metadata_root.mkdir(parents=True, exist_ok=True)
         write_atomic(store.index_json, (json.dumps({**document, "generated": generated}, indent=1) + "\n").encode())
         write_atomic(store.index_html, index_html(document, generated).encode())
     return True
@@ -299,14 +309,31 @@ def _epoch(run: dict[str, Any] | None) -> int:
 
 
 def write_all(
-    store: Store, resolution: Resolution, publisher: DirectoryPublisher, always_index: bool = False
-) -> pd.DataFrame:
-    """Everything the end of a run writes for people; the status table it was made from."""
+    store: Store,
+    resolution: Resolution,
+    publisher: DirectoryPublisher | None,
+    report: bool = True,
+    always_index: bool = False,
+) -> bool:
+    """What the end of a run writes for people: the index page (unless `publisher` is None), the
+    report's files (if `report`) and the metrics. Each is tried whatever became of the others (the
+    metrics matter most when the root cannot be written); False if one failed (it is logged)."""
     frame = table(store, resolution)
-    write_index(store, publisher, frame, always=always_index)
-    write_report(store, frame)
-    write_atomic(store.metrics_file, metrics_text(store, frame).encode())
-    return frame
+    writers: list[tuple[str, Any]] = [
+        ("metrics", lambda: write_atomic(store.metrics_file, metrics_text(store, frame).encode()))
+    ]
+    if publisher is not None:
+        writers.append(("index page", lambda: write_index(store, publisher, frame, always=always_index)))
+    if report:
+        writers.append(("report files", lambda: write_report(store, frame)))
+    ok = True
+    for what, write in writers:
+        try:
+            write()
+        except Exception as err:  # one view failing leaves the others to be written
+            log.error("could not write the %s: %s", what, err)
+            ok = False
+    return ok
 
 
 __all__ = ["STATES", "human_age", "human_bytes", "write_all"]

@@ -202,6 +202,9 @@ class Configured:
     recipe: Recipe | None  # None when not resolving (a job, or offline)
     main_process: bool
     dry_run: bool = False
+    # A run that executes jobs (`snakemake --cores N`, a cluster): not --report, --dag, --summary,
+    # which build the DAG too, nor `unpacked resolve`. Only such a run has a history line.
+    executing: bool = False
     _plan: Plan | None = None
 
     def plan(self) -> Plan:
@@ -278,7 +281,7 @@ def _build_plan(configured: Configured) -> Plan:
         log.info("%d placeholder output(s) of ignored failures removed: their jobs run again", dropped)
     for problem in drop_stale_markers(store, resolution.images):
         log.warning("%s", problem)
-    if not configured.dry_run:
+    if configured.executing and not configured.dry_run:
         open_journal(store, resolution, only)
         # Snakemake goes back to the directory it was started in before the process exits.
         atexit.register(record_run_at_exit, settings_path, store.run_journal.resolve(), Path.cwd())
@@ -293,6 +296,6 @@ def record_run_at_exit(settings_path: Path, journal: Path, workdir: Path) -> Non
     interrupted."""
     if not journal.exists():
         return
-    status = "failed" if jobs_started() else "no-jobs"  # jobs started, and no hook saw the end: interrupted
+    status = "interrupted" if jobs_started() else "no-jobs"  # jobs started, and no hook saw their end
     command = [sys.executable, "-m", "unpacked.cli", "record-run", "--settings", str(settings_path), "--status", status]
     subprocess.run(command, cwd=workdir, check=False)
