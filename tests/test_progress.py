@@ -191,6 +191,14 @@ def random_bytes(size: int, seed: str) -> bytes:
     return random.Random(seed).randbytes(size)
 
 
+def pushed_blob(registry: LocalRegistry, repo_name: str, data: bytes) -> tuple[str, RegistryClient]:
+    """`data` pushed as a blob, and a client of the registry to download it."""
+    digest = oci.push_blob(oci.Client(registry), repo_name, data)
+    ref = parse_reference(f"{registry.host}/{repo_name}:latest")
+    config = {"registries": {registry.host: {"insecure": True, "retries": 0}}}
+    return digest, RegistryClient(ref, client_settings(config, registry.host))
+
+
 def test_a_real_download_logs_bounded_progress(
     registry: LocalRegistry,
     repo_name: str,
@@ -199,10 +207,7 @@ def test_a_real_download_logs_bounded_progress(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     data = random_bytes(24 * MiB, repo_name)
-    digest = oci.push_blob(oci.Client(registry), repo_name, data)
-    ref = parse_reference(f"{registry.host}/{repo_name}:latest")
-    config = {"registries": {registry.host: {"insecure": True, "retries": 0}}}
-    client = RegistryClient(ref, client_settings(config, registry.host))
+    digest, client = pushed_blob(registry, repo_name, data)
     monkeypatch.setenv(PROGRESS_SECONDS_ENV, str(EVERY))
     dest = tmp_path / "blob"
     with captured(caplog, "unpacked.registry") as records:
@@ -229,9 +234,7 @@ def test_a_quick_download_logs_no_progress(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     data = random_bytes(4 * MiB, repo_name)
-    digest = oci.push_blob(oci.Client(registry), repo_name, data)
-    ref = parse_reference(f"{registry.host}/{repo_name}:latest")
-    client = RegistryClient(ref, client_settings({"registries": {registry.host: {"insecure": True}}}, registry.host))
+    digest, client = pushed_blob(registry, repo_name, data)
     monkeypatch.delenv(PROGRESS_SECONDS_ENV, raising=False)  # 10 s: far more than 4 MiB on loopback take
     with captured(caplog, "unpacked.registry") as records:
         client.download_blob(repo_name, digest, tmp_path / "blob", len(data))

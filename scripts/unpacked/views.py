@@ -185,36 +185,32 @@ def _no_data(axes: Any, what: str) -> None:
     axes.text(0.5, 0.5, f"no {what} yet", ha="center", va="center", transform=axes.transAxes)
 
 
-def plot_ages(frame: pd.DataFrame, path: Path) -> None:
-    shown = _extremes(frame, "age_seconds")
+def _plot_per_name(frame: pd.DataFrame, column: str, scale: float, path: Path, words: tuple[str, str, str]) -> None:
+    """Horizontal bars of `column` / `scale` for the names with the largest values. `words`: what
+    is shown when there is nothing, the axis label, the title's start."""
+    shown = _extremes(frame, column)
+    nothing, label, title = words
 
     def draw(axes: Any) -> None:
         if shown.empty:
-            _no_data(axes, "synced images")
+            _no_data(axes, nothing)
             return
-        axes.barh(shown["name"], shown["age_seconds"].astype(float) / 3600.0, color="tab:blue")
+        axes.barh(shown["name"], shown[column].astype(float) / scale)
         axes.invert_yaxis()
-        axes.set_xlabel("hours since last sync")
-        axes.set_title(f"Age since last sync ({len(shown)} oldest of {len(frame)} names)")
+        axes.set_xlabel(label)
+        axes.set_title(f"{title} ({len(shown)} of {len(frame)} names)")
         axes.tick_params(axis="y", labelsize=6)
 
     _plot(path, draw)
+
+
+def plot_ages(frame: pd.DataFrame, path: Path) -> None:
+    _plot_per_name(frame, "age_seconds", 3600.0, path, ("synced images", "hours since last sync", "Oldest syncs"))
 
 
 def plot_sizes(frame: pd.DataFrame, path: Path) -> None:
-    shown = _extremes(frame, "size_bytes")
-
-    def draw(axes: Any) -> None:
-        if shown.empty:
-            _no_data(axes, "resolved images")
-            return
-        axes.barh(shown["name"], shown["size_bytes"].astype(float) / 2**20, color="tab:green")
-        axes.invert_yaxis()
-        axes.set_xlabel("MiB (compressed layers)")
-        axes.set_title(f"Image sizes ({len(shown)} largest of {len(frame)} names)")
-        axes.tick_params(axis="y", labelsize=6)
-
-    _plot(path, draw)
+    words = ("resolved images", "MiB (compressed layers)", "Largest images")
+    _plot_per_name(frame, "size_bytes", float(2**20), path, words)
 
 
 def plot_runs(runs: list[dict[str, Any]], path: Path) -> None:
