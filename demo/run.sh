@@ -214,4 +214,9 @@ note "1.1 now points at a new flat image; 1.0 is untouched:"
 show ls -l "$ROOT/$REGISTRY/demo/"
 show "${BWRAP[@]}" /.singularity.d/actions/run
 
+step "11. What the service did: status, run history, the users' index page (no registry contacted)"
+show bash -c "cd '$DEMO' && unpacked status"
+show bash -c "cd '$DEMO' && unpacked history -n 2"
+note "the page users of the tree read: $ROOT/.metadata/index.html (and index.json)"
+
 step "Done. Look around in demo/output/ (config/, work/, output/); run this script again to start over."
