@@ -121,6 +121,8 @@ def test_tags_of_one_image_build_their_flat_image_once(tmp_path: Path) -> None:
         job.join(timeout=60)
         assert job.exitcode == 0
     assert sorted(marker.kept for marker in markers) == [False, True], markers
+    built, kept = sorted(markers, key=lambda marker: marker.kept)
+    assert kept.files == built.files and built.files, "the second tag's marker keeps the file count"
     assert (store.built_flat(image.config_digest) / "etc/id").read_text() == "same\n"
     assert not [p for p in store.built_flat(image.config_digest).parent.iterdir() if p.name.startswith(".")]
 

@@ -237,7 +237,8 @@ def text(lines: list[dict[str, Any]]) -> str:
             out.append(f"    changed {change['name']}: {_short(old)} -> {_short(change['new']['digest'])}")
         for failure in line.get("failures", []):
             what = failure.get("reference") or ", ".join(failure.get("names", [])) or failure.get("key")
-            out.append(f"    failed  {what}: {failure.get('step')}: {failure.get('error')}")
+            ignored = " (ignored: matches ignoreErrors)" if failure.get("ignored") else ""
+            out.append(f"    failed  {what}: {failure.get('step')}: {failure.get('error')}{ignored}")
     return "\n".join(out) + "\n"
 
 

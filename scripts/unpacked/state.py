@@ -158,7 +158,7 @@ class PublishedMarker:
 @dataclass(frozen=True)
 class FlatMarker:
     config_digest: str
-    files: int | None = None  # regular files linked, when it was built by this job
+    files: int | None = None  # regular files in the flat image, when known (kept: the builder's count)
     kept: bool = False  # it existed already (complete: only ever created by a rename)
 
 
@@ -294,6 +294,13 @@ def save_flat_marker(store: Store, marker: FlatMarker) -> None:
     # Unset fields are left out; `files=0` is a count (0 == False, so `not in (None, False)` dropped it).
     document = {key: value for key, value in vars(marker).items() if value is not None and value is not False}
     write_atomic(store.flat_marker(marker.config_digest), json.dumps(document, indent=1).encode())
+
+
+def load_flat_files(store: Store, config_digest: str) -> int | None:
+    """The file count a flat image's marker records, or None (no marker, or it does not say)."""
+    document = _read(store.flat_marker(config_digest))
+    files = None if document is None else document.get("files")
+    return files if isinstance(files, int) and not isinstance(files, bool) else None
 
 
 def record_json(record: SyncRecord) -> bytes:

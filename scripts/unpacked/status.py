@@ -14,7 +14,6 @@ records): no registry is contacted, and 5,000 names take well under 2 s. The sta
 from __future__ import annotations
 
 import fnmatch
-import json
 import os
 import re
 from typing import TYPE_CHECKING, Any
@@ -26,6 +25,7 @@ from .state import (
     Resolution,
     ResolvedImage,
     SyncRecord,
+    load_flat_files,
     load_image,
     load_job_failures,
     load_record,
@@ -107,12 +107,7 @@ def _job_errors(store: Store) -> dict[str, str]:
 
 def _files_of(store: Store, config_digest: str, cache: dict[str, int | None]) -> int | None:
     if config_digest not in cache:
-        try:
-            document: dict[str, Any] = json.loads(store.flat_marker(config_digest).read_text())
-            files = document.get("files")
-            cache[config_digest] = files if isinstance(files, int) else None
-        except (OSError, ValueError):
-            cache[config_digest] = None
+        cache[config_digest] = load_flat_files(store, config_digest)
     return cache[config_digest]
 
 

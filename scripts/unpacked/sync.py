@@ -26,7 +26,7 @@ from .extract import LayerIndex, extract_layer
 from .flatten import flatten_image
 from .fsutil import naming_failures
 from .safefs import held_lock
-from .state import FlatMarker, ResolvedImage, save_flat_marker
+from .state import FlatMarker, ResolvedImage, load_flat_files, save_flat_marker
 from .store import Store
 
 if TYPE_CHECKING:  # an extract job never loads the publisher (nor its subprocess machinery)
@@ -84,7 +84,8 @@ def build_flat(store: Store, image: ResolvedImage, layer_name: LayerName = layer
             # Content-addressed and only ever created by a rename: an existing tree is complete and
             # may be in use (published), so it is kept rather than rebuilt and swapped under its users.
             log.info("%s: flat image %s already built; kept", image.reference, dest)
-            marker = FlatMarker(image.config_digest, kept=True)
+            # Its file count, from the marker of the job that built it (`unpacked status` shows it).
+            marker = FlatMarker(image.config_digest, files=load_flat_files(store, image.config_digest), kept=True)
         else:
             extract_missing_layers(store, image, layer_name)
             config = json.loads(store.blob(image.config_digest).read_text())
