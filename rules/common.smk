@@ -1,11 +1,13 @@
+import logging
 import shutil
 import subprocess
 import sys
 
+from snakemake.common import NOTHING_TO_BE_DONE_MSG
 from snakemake.exceptions import WorkflowError
 
 from unpacked.failures import clear_job_failures
-from unpacked.history import mark_jobs_started
+from unpacked.history import mark_jobs_started, mark_nothing_to_do
 from unpacked.workflow import configure
 
 # Parsing only checks the config and reads the recipe. Registries are contacted (once, in the main
@@ -27,6 +29,20 @@ UNPACKED = (
 wildcard_constraints:
     hex="[0-9a-f]{64}",
     xx="[0-9a-f]{2}",
+
+
+class NothingToDo(logging.Filter):
+    """Notes Snakemake's "Nothing to be done": such a run ends without onsuccess, and its history
+    line (written when the process exits) must tell it from a run that stopped on an error.
+    """
+
+    def filter(self, record):
+        if record.getMessage() == NOTHING_TO_BE_DONE_MSG:
+            mark_nothing_to_do()
+        return True
+
+
+logging.getLogger("snakemake.logging").addFilter(NothingToDo())
 
 
 def plan():

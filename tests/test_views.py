@@ -189,6 +189,22 @@ def test_a_run_killed_outright_is_recorded_as_interrupted_by_the_next(synced: Sy
     assert second["status"] == "ok" and [change["name"] for change in second["changed"]] == [synced.name("a:1")]
 
 
+def test_a_run_that_stops_before_any_job_is_recorded_as_failed(synced: Synced, tmp_path: Path) -> None:
+    """Snakemake refuses to run (the locks a killed run left): no job, and no "Nothing to be done"."""
+    entries = [f"http://{synced.registry.host}/views/a:1"]
+    write_config(tmp_path, entries, {synced.registry.host: {"insecure": True}})
+    locks = tmp_path / ".snakemake/locks"
+    locks.mkdir(parents=True)
+    (locks / "0.output.lock").write_text(f"work/published/{synced.name('a:1')}.json\n")
+    stopped = run_workflow(tmp_path)
+    assert stopped.returncode != 0 and "LockException" in stopped.stdout + stopped.stderr
+    [line] = history(tmp_path)
+    assert (line["status"], line["jobs_ran"], line["changed"]) == ("failed", False, [])
+    assert line["failures"] == [
+        {"step": "snakemake", "error": "the run stopped before any job ran: see Snakemake's log"}
+    ]
+
+
 def test_index_page_lists_every_name_with_its_times(synced: Synced) -> None:
     root = synced.directory / "output" / ".metadata"
     index = json.loads((root / "index.json").read_text())

@@ -186,7 +186,7 @@ def cmd_record_run(args: argparse.Namespace) -> None:
     line = close_journal(store, resolution, None if args.status == "no-jobs" else args.status)
     prune_stale(store)  # markers of this host's jobs a kill -9 left behind
     # The plots cost seconds: a run that changed nothing leaves the last ones (`unpacked views` redraws).
-    write_all(store, resolution, make_publisher(settings, store), report=args.status != "no-jobs")
+    write_all(store, resolution, make_publisher(settings, store), report=args.status in ("ok", "failed"))
     if line is not None:
         counts = ", ".join(f"{key} {value}" for key, value in line["counts"].items())
         log.info("run recorded in %s: %s", store.history_dir, counts)
@@ -419,9 +419,9 @@ def parser() -> argparse.ArgumentParser:
     record = job("record-run", cmd_record_run, "close the run's history line, write index page, report, metrics")
     record.add_argument(
         "--status",
-        choices=["ok", "failed", "no-jobs", "interrupted"],
+        choices=["ok", "failed", "no-jobs", "not-run", "interrupted"],
         required=True,
-        help="no-jobs: nothing was to be done; interrupted: jobs started, no end-of-run hook ran",
+        help="no-jobs: nothing to do; not-run: stopped before any job; interrupted: no end-of-run hook ran",
     )
     views = job("views", cmd_views, "write the index page, the report's files and the metrics now")
     views.add_argument("--report-only", action="store_true", help="the report's files and the metrics, not the page")

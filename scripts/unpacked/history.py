@@ -26,17 +26,25 @@ from .store import Store
 
 KEEP_MONTHS = 24
 FORMAT = 1
-# Set in the main Snakemake process when its jobs start (Snakemake's onstart).
-_JOBS_STARTED = False
+# How the main Snakemake process's run went, for its line when no end-of-run hook writes it: set
+# when its jobs start (Snakemake's onstart), or when Snakemake finds nothing to do (its log line).
+_RUN = {"jobs_started": False, "nothing_to_do": False}
 
 
 def mark_jobs_started() -> None:
-    global _JOBS_STARTED
-    _JOBS_STARTED = True
+    _RUN["jobs_started"] = True
 
 
-def jobs_started() -> bool:
-    return _JOBS_STARTED
+def mark_nothing_to_do() -> None:
+    _RUN["nothing_to_do"] = True
+
+
+def ending_without_hook() -> str:
+    """The status of a run whose end no hook recorded: `interrupted` (its jobs started), `no-jobs`
+    (nothing to do), or `not-run` (it stopped before any job: a Snakemake lock, a DAG error)."""
+    if _RUN["jobs_started"]:
+        return "interrupted"
+    return "no-jobs" if _RUN["nothing_to_do"] else "not-run"
 
 
 def now_utc() -> str:
@@ -119,8 +127,9 @@ def stage_seconds(store: Store) -> dict[str, float]:
 
 def close_journal(store: Store, resolution: Resolution, status: str | None) -> dict[str, Any] | None:
     """At the end of a run: its history line (appended), or None if no journal is open. A run that
-    ran no jobs (nothing to do) has status None: it failed only if an entry did not resolve. One whose
-    jobs started but whose end no hook saw has status `interrupted`."""
+    had nothing to do has status None: it failed only if an entry did not resolve. `not-run`: it
+    stopped before any job for another reason, a failure. `interrupted`: its jobs started, but no
+    hook saw its end."""
     try:
         journal: dict[str, Any] = json.loads(store.run_journal.read_text())
     except FileNotFoundError:
@@ -133,9 +142,12 @@ def close_journal(store: Store, resolution: Resolution, status: str | None) -> d
             changed.append({"name": name, **change})
         else:
             not_done.append(name)
-    jobs_ran = status is not None
+    jobs_ran = status not in (None, "not-run")
     failures = _failures(store, resolution, jobs_ran, journal.get("only"))
-    if status is None:
+    if status == "not-run":
+        failures.append({"step": "snakemake", "error": "the run stopped before any job ran: see Snakemake's log"})
+        status = "failed"
+    elif status is None:
         status = "failed" if resolution.unignored_failures else "ok"
     line = {
         "format": FORMAT,
@@ -236,7 +248,7 @@ def text(lines: list[dict[str, Any]]) -> str:
             old = (change.get("old") or {}).get("digest") or "(new)"
             out.append(f"    changed {change['name']}: {_short(old)} -> {_short(change['new']['digest'])}")
         for failure in line.get("failures", []):
-            what = failure.get("reference") or ", ".join(failure.get("names", [])) or failure.get("key")
+            what = failure.get("reference") or ", ".join(failure.get("names", [])) or failure.get("key") or "the run"
             ignored = " (ignored: matches ignoreErrors)" if failure.get("ignored") else ""
             out.append(f"    failed  {what}: {failure.get('step')}: {failure.get('error')}{ignored}")
     return "\n".join(out) + "\n"

@@ -20,7 +20,7 @@ from typing import IO, Any
 from .config import load_config_file, validate_config
 from .errors import ConfigError, UnpackedError
 from .fsutil import json_bytes
-from .history import jobs_started, open_journal
+from .history import ending_without_hook, open_journal
 from .markers import drop_stale_markers
 from .placeholders import drop_placeholders
 from .recipe import Recipe, load_recipe
@@ -296,6 +296,6 @@ def record_run_at_exit(settings_path: Path, journal: Path, workdir: Path) -> Non
     interrupted."""
     if not journal.exists():
         return
-    status = "interrupted" if jobs_started() else "no-jobs"  # jobs started, and no hook saw their end
+    status = ending_without_hook()
     command = [sys.executable, "-m", "unpacked.cli", "record-run", "--settings", str(settings_path), "--status", status]
     subprocess.run(command, cwd=workdir, check=False)
