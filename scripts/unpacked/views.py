@@ -18,6 +18,7 @@ Prometheus text file.
 
 from __future__ import annotations
 
+import calendar
 import html
 import json
 import logging
@@ -29,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from .history import now_utc, read
 from .safefs import write_atomic
 from .state import Resolution
-from .status import STATES, counts, human_age, human_bytes, render, table
+from .status import counts, render, table
 from .store import Store
 
 if TYPE_CHECKING:
@@ -306,8 +307,6 @@ def metrics_text(store: Store, frame: pd.DataFrame) -> str:
 
 
 def _epoch(run: dict[str, Any] | None) -> int:
-    import calendar
-
     if not run or not run.get("end"):
         return 0
     return calendar.timegm(time.strptime(str(run["end"]), "%Y-%m-%dT%H:%M:%SZ"))
@@ -339,6 +338,3 @@ def write_all(
             log.error("could not write the %s: %s", what, err)
             ok = False
     return ok
-
-
-__all__ = ["STATES", "human_age", "human_bytes", "write_all"]
