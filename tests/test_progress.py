@@ -8,7 +8,6 @@ are checked through run_job, and after a real kill -9.
 from __future__ import annotations
 
 import contextlib
-import itertools
 import json
 import logging
 import os
@@ -42,7 +41,7 @@ MiB = 1 << 20
 # A real line: what, bytes done of the total with a percentage, the rate, the time left.
 LINE = re.compile(
     r"^(?P<what>.+): (?P<doing>[a-z, ]+) (?P<done>[\d.]+ \w+) of (?P<total>[\d.]+ \w+) \((?P<pct>\d+)%\), "
-    r"[\d.]+ MiB/s, about \d+ (s|min|h) left$"
+    r"[\d.]+ MiB/s, about [\d.]+ (s|min|h) left$"
 )
 
 
@@ -79,10 +78,10 @@ def progress_lines(records: list[logging.LogRecord], what: str) -> list[logging.
 
 
 def assert_bounded(lines: list[logging.LogRecord], every: float, elapsed: float) -> None:
-    """At most one line per interval: spaced by it, and no more than the time allows."""
-    gaps = [b.created - a.created for a, b in itertools.pairwise(lines)]
-    assert all(g >= every - 0.002 for g in gaps), gaps
-    assert len(lines) <= elapsed / every + 1
+    """No more lines than one per interval allows in the time the work took. (The spacing itself is
+    checked on a fake clock above: the wall-clock time a record is stamped with can lag the
+    monotonic clock the progress is kept on, by more than a few milliseconds on a loaded machine.)"""
+    assert len(lines) <= elapsed / every + 1, (len(lines), elapsed)
 
 
 # ------------------------------------------------------------------------------------ Progress
