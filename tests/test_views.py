@@ -305,7 +305,7 @@ def test_no_page_is_made_in_a_root_that_looks_unmounted(tmp_path: Path) -> None:
 
     store = Store(tmp_path / "work", tmp_path / "mnt")
     store.root.mkdir()
-    assert write_index(store, DirectoryPublisher(store), table(store, Resolution()), always=True) is False
+    assert write_index(store, DirectoryPublisher(store), table(store, Resolution()), [], always=True) is False
     assert list(store.root.iterdir()) == []
 
 

@@ -19,6 +19,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from .errors import UnpackedError
+from .progress import human_bytes
 from .reference import parse_reference
 from .state import (
     Failure,
@@ -244,15 +245,9 @@ def _missing(value: Any) -> bool:
     return value is None or bool(pd.isna(value))
 
 
-def human_bytes(count: float | None) -> str:
-    if count is None or _missing(count):
-        return ""
-    count = float(count)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if count < 1024 or unit == "TiB":
-            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
-        count /= 1024
-    return ""
+def size_text(count: float | None) -> str:
+    """A size cell: `1.2 MiB`, or empty when unknown."""
+    return "" if count is None or _missing(count) else human_bytes(float(count))
 
 
 def human_age(seconds: float | None) -> str:
@@ -273,7 +268,7 @@ def readable(frame: pd.DataFrame) -> pd.DataFrame:
     shown = frame.copy()
     for column in ("manifest_digest", "config_digest"):
         shown[column] = shown[column].map(_short)
-    shown["size"] = shown["size_bytes"].map(human_bytes)
+    shown["size"] = shown["size_bytes"].map(size_text)
     shown["age"] = shown["age_seconds"].map(human_age)
     columns = ["name", "platform", "state", "manifest_digest", "config_digest", "size", "files", "layers"]
     columns += ["last_synced", "last_changed", "age", "error"]

@@ -48,9 +48,19 @@ NAME_MARGINS = {"left": 0.42, "right": 0.97}
 RUN_MARGINS = {"left": 0.08, "right": 0.97, "top": 0.92, "bottom": 0.3}
 
 
-def _last_runs(store: Store) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
-    """The last sync run and the last one that succeeded, from the history."""
-    runs = [line for line in read(store, last=500) if line.get("kind") == "sync"]
+Runs = list[dict[str, Any]]
+# How far back the views look in the history: the last run that succeeded, the plots' runs.
+RUNS_READ = 500
+RUNS_PLOTTED = 100
+
+
+def sync_runs(store: Store) -> Runs:
+    """The history's last sync runs, oldest first: read once for all the views."""
+    return [line for line in read(store, last=RUNS_READ) if line.get("kind") == "sync"]
+
+
+def _last_runs(runs: Runs) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """The last sync run and the last one that succeeded."""
     last = runs[-1] if runs else None
     good = next((line for line in reversed(runs) if line.get("status") == "ok"), None)
     return last, good
@@ -63,8 +73,8 @@ def _points_to(link: Path) -> str | None:
         return None
 
 
-def index_document(store: Store, frame: pd.DataFrame) -> dict[str, Any]:
-    last, good = _last_runs(store)
+def index_document(store: Store, frame: pd.DataFrame, runs: Runs) -> dict[str, Any]:
+    last, good = _last_runs(runs)
     images = []
     for row in frame.to_dict(orient="records"):
         images.append(
@@ -143,13 +153,15 @@ def _index_is_fresh(path: Path, document: dict[str, Any]) -> bool:
     return same and age < INDEX_REFRESH_SECONDS
 
 
-def write_index(store: Store, publisher: DirectoryPublisher, frame: pd.DataFrame, always: bool = False) -> bool:
+def write_index(
+    store: Store, publisher: DirectoryPublisher, frame: pd.DataFrame, runs: Runs, always: bool = False
+) -> bool:
     """Write index.json and index.html into the root's .metadata/; True if it did."""
     # Never made here: a root without .metadata/ may be an unmounted mount point (markers.py), and
     # one made here would hide that from the next run's check. The first publish makes it.
     if not store.metadata_root.is_dir():
         return False
-    document = index_document(store, frame)
+    document = index_document(store, frame, runs)
     transactional = not store.build_in_root
     if transactional and not always and _index_is_fresh(store.index_json, document):
         return False
@@ -265,9 +277,9 @@ def plot_stages(runs: list[dict[str, Any]], path: Path) -> None:
     _plot(path, draw, RUN_MARGINS)
 
 
-def write_report(store: Store, frame: pd.DataFrame) -> list[Path]:
+def write_report(store: Store, frame: pd.DataFrame, runs: Runs) -> list[Path]:
     """The report's files under <work>/report/: the status table and the plots."""
-    runs = [line for line in read(store, last=100) if line.get("kind") == "sync"]
+    runs = runs[-RUNS_PLOTTED:]
     store.report_dir.mkdir(parents=True, exist_ok=True)
     write_atomic(store.report_file("status.html"), render(frame, "html").encode())
     write_atomic(store.report_file("status.csv"), render(frame, "csv").encode())
@@ -278,8 +290,8 @@ def write_report(store: Store, frame: pd.DataFrame) -> list[Path]:
     return store.report_files()
 
 
-def metrics_text(store: Store, frame: pd.DataFrame) -> str:
-    last, good = _last_runs(store)
+def metrics_text(frame: pd.DataFrame, runs: Runs) -> str:
+    last, good = _last_runs(runs)
     lines = [
         "# HELP unpacked_images Names by state at the end of the last run.",
         "# TYPE unpacked_images gauge",
@@ -323,13 +335,14 @@ def write_all(
     report's files (if `report`) and the metrics. Each is tried whatever became of the others (the
     metrics matter most when the root cannot be written); False if one failed (it is logged)."""
     frame = table(store, resolution)
+    runs = sync_runs(store)
     writers: list[tuple[str, Any]] = [
-        ("metrics", lambda: write_atomic(store.metrics_file, metrics_text(store, frame).encode()))
+        ("metrics", lambda: write_atomic(store.metrics_file, metrics_text(frame, runs).encode()))
     ]
     if publisher is not None:
-        writers.append(("index page", lambda: write_index(store, publisher, frame, always=always_index)))
+        writers.append(("index page", lambda: write_index(store, publisher, frame, runs, always=always_index)))
     if report:
-        writers.append(("report files", lambda: write_report(store, frame)))
+        writers.append(("report files", lambda: write_report(store, frame, runs)))
     ok = True
     for what, write in writers:
         try:
