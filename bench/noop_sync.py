@@ -3,7 +3,7 @@
     .venv/bin/python bench/noop_sync.py [--repos 50] [--tags-per-repo 200]
 
 Tags one tiny image `repos` x `tags_per_repo` times in a real `docker-registry` on 127.0.0.1 (as
-`bench/resolve_noop.py` does), then times a first sync (one flat image, a publish job per name) and a
+`bench/resolve_noop.py` does), then times a first sync (one flat image: one publish job for all names) and a
 no-op sync right after it (resolution, DAG, nothing to do), counting the registry's requests of the
 no-op run: one HEAD per tag is the aim.
 """

@@ -68,15 +68,19 @@ def get_diff_id(wildcards):
 
 
 def get_layers(wildcards):
-    return plan().layers_of(wildcards.name)
+    return plan().layers_of(wildcards.hex)
 
 
 def get_config_blob(wildcards):
-    return plan().config_blob_of(wildcards.name)
+    return plan().config_blob_of(wildcards.hex)
 
 
-def get_state_file(wildcards):
-    return plan().state_of(wildcards.name)
+def get_flat_names(wildcards):
+    return plan().flat_names_of(wildcards.hex)
+
+
+def get_publishing(wildcards):
+    return plan().publishing(wildcards.hex)
 
 
 def start_run():

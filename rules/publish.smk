@@ -1,18 +1,24 @@
 rule publish_image:
-    """Builds the image's flat tree unless an earlier job (for another tag) did, extracting the
-    layers no other image uses, then publishes the name: one job per name (a job's process costs
-    more than a small extraction and flatten)."""
+    """Publishes every name of one flat image (the tags of an image share it): builds the flat tree
+    unless it is built, extracting the layers no other image uses, then links each name that is
+    not published as it resolves now. One job per image, not per name: a job's process costs more
+    than a small extraction, and Snakemake's scheduling grows with the square of the ready jobs.
+    Its names come from one file (state/flats/<hex>.json), rewritten when one is added, leaves or
+    moves: the command line does not grow with thousands of tags of one image."""
     input:
-        state=get_state_file,
         layers=get_layers,
         config=get_config_blob,
+        names=get_flat_names,
     output:
-        marker=STORE.pattern("published_marker"),
+        marker=STORE.pattern("flat_published"),
     log:
         STORE.pattern("log.publish_image"),
     params:
         unpacked=UNPACKED,
         settings=SETTINGS,
+        names=get_publishing,
+    message:
+        "publish_image sha256:{wildcards.hex}: {params.names}"
     shell:
-        "{params.unpacked} publish --settings {params.settings} --image {wildcards.name:q}"
+        "{params.unpacked} publish --settings {params.settings} --flat sha256:{wildcards.hex}"
         " --inputs {input:q} --outputs {output:q} 2> {log}"

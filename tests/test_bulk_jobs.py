@@ -8,7 +8,8 @@ job; a shared layer has its own job. Tags of one image build their shared flat i
 from __future__ import annotations
 
 import multiprocessing
-import re
+import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -28,12 +29,12 @@ from support import oci
 from support.proxy import Fault, FaultProxy
 from support.registry import LocalRegistry
 from support.unpack import MemorySource, resolved
-from support.workflow import Workdir, good_image
+from support.workflow import Workdir, good_image, parse_jobs, published_by
 
 
 def rules_run(output: str) -> list[str]:
     """The rule of every job a Snakemake run (or dry-run) printed, sorted."""
-    return sorted(re.findall(r"^(?:local)?rule (\w+):$", output, flags=re.MULTILINE))
+    return sorted(rule for rule, _ in parse_jobs(output))
 
 
 @pytest.mark.workflow
@@ -134,19 +135,44 @@ def lying_layer_image() -> oci.Image:
 
 
 @pytest.mark.workflow
-def test_tags_of_one_image_publish_one_flat_image(workdir: Workdir, registry: LocalRegistry, repo_name: str) -> None:
+def test_tags_of_one_image_publish_in_one_job(workdir: Workdir, registry: LocalRegistry, repo_name: str) -> None:
+    """One publish job per flat image, for all of its names; later runs publish only what changed."""
     image = good_image("both\n")
     for tag in ("1", "latest"):
         oci.push(registry, f"{repo_name}/app", tag, image)
     workdir.configure([f"http://{registry.host}/{repo_name}/app:*"])
+    name = f"{registry.host}/{repo_name}/app"
     done = workdir.run()
     output = done.stdout + done.stderr
     assert done.returncode == 0, output
-    assert rules_run(output) == ["all", "publish_image", "publish_image"], output
-    flats = {(workdir.root / registry.host / repo_name / f"app:{tag}").resolve() for tag in ("1", "latest")}
+    assert rules_run(output) == ["all", "publish_image"], output
+    assert published_by(parse_jobs(output)) == [f"{name}:1", f"{name}:latest"], output
+    links = {tag: workdir.root / registry.host / repo_name / f"app:{tag}" for tag in ("1", "2", "latest")}
+    flats = {links[tag].resolve() for tag in ("1", "latest")}
     assert len(flats) == 1 and (flats.pop() / "etc/id").read_text() == "both\n"
     logs = [path.read_text() for path in (workdir.directory / "work/logs/publish_image").rglob("*.log")]
-    assert sorted("already built; kept" in log for log in logs) == [False, True], logs  # built once
+    assert len(logs) == 1 and "already built; kept" not in logs[0], logs  # built once, by the one job
+
+    # A new tag of the same image: the job runs again, for that name alone.
+    before = {tag: os.stat(links[tag], follow_symlinks=False).st_ino for tag in ("1", "latest")}
+    oci.push(registry, f"{repo_name}/app", "2", image)
+    preview = workdir.run("-n")
+    assert published_by(parse_jobs(preview.stdout)) == [f"{name}:2"], preview.stdout
+    again = workdir.run()
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert published_by(parse_jobs(again.stdout + again.stderr)) == [f"{name}:2"]
+    assert links["2"].resolve() == links["1"].resolve()
+    after = {tag: os.stat(links[tag], follow_symlinks=False).st_ino for tag in ("1", "latest")}
+    assert after == before, "the names already published are left as they are"
+
+    # A link removed by hand: the next run publishes that name again, and only it.
+    links["latest"].unlink()
+    repair = workdir.run()
+    assert repair.returncode == 0, repair.stdout + repair.stderr
+    assert published_by(parse_jobs(repair.stdout + repair.stderr)) == [f"{name}:latest"]
+    assert links["latest"].resolve() == links["1"].resolve()
+    nothing = workdir.run("-n")
+    assert rules_run(nothing.stdout) == [], nothing.stdout
 
 
 @pytest.mark.workflow
@@ -197,3 +223,37 @@ def test_no_small_layer_is_fetched_past_the_prefetch_time(
     store = resolve_into(tmp_path, registry, f"http://{registry.host}/{repo_name}/app:1")
     assert not store.blob(small.layers[0].digest).exists()
     assert store.blob(small.config_digest).is_file(), "the config is fetched whatever the time"
+
+
+@pytest.mark.workflow
+def test_a_name_that_cannot_be_published_stops_no_other_name_of_its_image(
+    workdir: Workdir, registry: LocalRegistry, repo_name: str
+) -> None:
+    image = good_image("three tags\n")
+    for tag in ("1", "2", "3"):
+        oci.push(registry, f"{repo_name}/app", tag, image)
+    workdir.configure([f"http://{registry.host}/{repo_name}/app:*"])
+    blocked = workdir.root / registry.host / repo_name / "app:2"
+    blocked.mkdir(parents=True)  # a real directory where the link must go: never replaced
+    (blocked / "keep").write_text("an operator's file\n")
+    preview = workdir.run("-n", "--printshellcmds")
+    assert preview.returncode == 0, preview.stderr
+    commands = [line for line in preview.stdout.splitlines() if " publish --settings " in line]
+    assert len(commands) == 1 and "app:" not in commands[0], "one job; its command does not grow with the names"
+
+    done = workdir.run()
+    logs = [path.read_text() for path in (workdir.directory / "work/logs/publish_image").rglob("*.log")]
+    output = done.stdout + done.stderr + "".join(logs)
+    assert done.returncode != 0, output
+    relative = blocked.relative_to(workdir.directory)  # as the job names it, from the workflow directory
+    assert f"{relative} is a real directory, not a link we published; remove it by hand" in output
+    for tag in ("1", "3"):
+        assert (workdir.root / registry.host / repo_name / f"app:{tag}" / "etc/id").read_text() == "three tags\n"
+    assert (blocked / "keep").read_text() == "an operator's file\n" and not blocked.is_symlink()
+    assert not list((workdir.directory / "work/published_flats").glob("*.json")), "the job is not done"
+
+    shutil.rmtree(blocked)
+    again = workdir.run()
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert published_by(parse_jobs(again.stdout + again.stderr)) == [f"{registry.host}/{repo_name}/app:2"]
+    assert (blocked / "etc/id").read_text() == "three tags\n"

@@ -80,14 +80,10 @@ def test_a_job_it_cannot_rebuild_runs_snakemakes_script(tmp_path: Path, change: 
 
 
 def test_inputs_that_never_appear_fail_the_job_without_running_it(tmp_path: Path) -> None:
-    job = {
-        "rule": "publish_image",
-        "input": ["state/images/r/a:1.json"],
-        "output": ["published/r/a:1.json"],
-        "wildcards": {"name": "r/a:1"},
-        "params": {"unpacked": "unpacked", "settings": "settings.json"},
-        "log": ["logs/publish.log"],
-    }
+    job = publish_job()
+    for path in job["input"][:2]:
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text("there")
     script = job_script(tmp_path, job)
     program = (
         "import sys; from pathlib import Path; from unpacked import direct_job;"
@@ -98,8 +94,32 @@ def test_inputs_that_never_appear_fail_the_job_without_running_it(tmp_path: Path
     )
     assert done.returncode == 1, done
     log = (tmp_path / "logs" / "publish.log").read_text()
-    assert "publish_image: inputs missing after 1 s: state/images/r/a:1.json" in log
-    assert not (tmp_path / "published" / "r" / "a:1.json").exists()
+    assert f"publish_image: inputs missing after 1 s: state/flats/{CONFIG}.json" in log
+    assert not (tmp_path / "published_flats" / f"{CONFIG}.json").exists()
+
+
+CONFIG = "c" * 64
+LAYER = f"layers/ab/{'ab' * 32}/layer.json"
+
+
+def publish_job() -> dict[str, Any]:
+    """The properties Snakemake writes for a publish job: a layer, the config, the flat's names."""
+    return {
+        "rule": "publish_image",
+        "input": [LAYER, f"blobs/sha256/{CONFIG}", f"state/flats/{CONFIG}.json"],
+        "output": [f"published_flats/{CONFIG}.json"],
+        "wildcards": {"hex": CONFIG},
+        "params": {"unpacked": "unpacked", "settings": "settings.json", "names": "r/a:1, r/a:2"},
+        "log": ["logs/publish.log"],
+    }
+
+
+def test_a_publish_job_runs_the_publish_command_of_its_flat_image() -> None:
+    assert direct_job.command_of(publish_job()) == [
+        *("publish", "--settings", "settings.json", "--flat", f"sha256:{CONFIG}"),
+        *("--inputs", LAYER, f"blobs/sha256/{CONFIG}", f"state/flats/{CONFIG}.json"),
+        *("--outputs", f"published_flats/{CONFIG}.json"),
+    ]
 
 
 def test_slurm_submit_needs_a_job_script() -> None:

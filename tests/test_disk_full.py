@@ -110,7 +110,7 @@ def test_publish_names_the_metadata(synced: Synced) -> None:
     meta.mkdir()
     marker = synced.directory / "work/published" / f"{synced.name}.json"
     marker.unlink()
-    done = synced.job(meta, "publish", "--image", synced.name)
+    done = synced.job(meta, "publish", "--flat", synced.image.config_digest)
     assert done.returncode == 1, done.stderr
     assert "cannot write output/.metadata/" in done.stderr and FULL in done.stderr and ADVICE in done.stderr
     assert os.readlink(link) == "../../../elsewhere", "metadata first: the link is not touched"

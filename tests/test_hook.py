@@ -24,7 +24,16 @@ from unpacked.hook import BadEvent, Pushed, pushed_tags
 
 from support import oci
 from support.registry import LocalRegistry, free_port
-from support.workflow import SNAKEMAKE, good_image, snakemake_command, tree, workflow_env, write_config
+from support.workflow import (
+    SNAKEMAKE,
+    good_image,
+    parse_jobs,
+    published_by,
+    snakemake_command,
+    tree,
+    workflow_env,
+    write_config,
+)
 
 DISTRIBUTION_EVENT = {
     "events": [
@@ -127,7 +136,7 @@ def wait_published(root: Path, name: str, text: str, hook: Hook) -> None:
 
 
 def publish_jobs(text: str) -> list[str]:
-    return re.findall(r"rule publish_image:\n(?:    .*\n)*?    wildcards: name=(\S+)", text)
+    return published_by(parse_jobs(text))
 
 
 @pytest.mark.workflow

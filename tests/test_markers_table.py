@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from unpacked.markers import published_problem
+from unpacked.markers import drop_stale_markers, published_problem
 from unpacked.state import ResolvedImage, save_published_marker
 from unpacked.store import Store
 
@@ -117,3 +117,29 @@ def test_published_problem_trusts_its_cache_of_flat_images(tmp_path: Path) -> No
     store = Store(tmp_path / "work", tmp_path / "root")
     flat_removed(store)
     assert published_problem(store, NAME, {CONFIG: True}) is None
+
+
+def moved_upstream(store: Store) -> None:
+    """Published and intact, but the tag now resolves to another manifest of the same config."""
+    published(store)
+    marker = store.published_marker(NAME)
+    marker.write_text(marker.read_text().replace("50" * 32, "51" * 32))
+
+
+@pytest.mark.parametrize(
+    ("make", "problem"), [*CASES, (moved_upstream, None)], ids=[make.__name__ for make, _ in CASES] + ["moved"]
+)
+def test_the_publish_job_of_a_flat_image_runs_again_for_each_name_to_publish(
+    tmp_path: Path, make: Callable[[Store], None], problem: str | None
+) -> None:
+    """Its output is removed, and the name listed, whenever the name is not published as it resolves now."""
+    store = Store(tmp_path / "work", tmp_path / "root")
+    make(store)
+    done = store.flat_published(CONFIG)
+    done.parent.mkdir(parents=True)
+    done.write_text("{}")
+    check = drop_stale_markers(store, {NAME: image()})
+    intact = make is published
+    assert check.to_publish == (set() if intact else {NAME})
+    assert done.exists() == intact
+    assert bool(check.found) == (problem is not None), check.found

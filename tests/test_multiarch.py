@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -26,7 +25,7 @@ from unpacked.store import store_for
 
 from support import oci
 from support.registry import LocalRegistry
-from support.workflow import run_workflow, workflow_env
+from support.workflow import parse_jobs, run_workflow, workflow_env
 
 PLATFORMS = ["linux/amd64", "linux/arm64", "linux/ppc64le"]
 AMD64 = {"os": "linux", "architecture": "amd64"}
@@ -40,18 +39,6 @@ ATTESTATION = {"os": "unknown", "architecture": "unknown"}
 def arch_image(marker: str, architecture: str, variant: str | None = None) -> oci.Image:
     layer = oci.TarLayer().add_dir("etc").add_file("etc/arch", f"{marker} {architecture}\n".encode()).tar_bytes()
     return oci.build_image([layer], architecture=architecture, variant=variant)
-
-
-def parse_jobs(text: str) -> list[tuple[str, str]]:
-    """(rule, wildcards) of every job in Snakemake's output."""
-    jobs: list[tuple[str, str]] = []
-    for line in text.splitlines():
-        line = line.strip()
-        if match := re.match(r"^(?:local)?rule (\w+):$", line):
-            jobs.append((match.group(1), ""))
-        elif (match := re.match(r"^wildcards: (.*)$", line)) and jobs and jobs[-1][1] == "":
-            jobs[-1] = (jobs[-1][0], match.group(1))
-    return jobs
 
 
 @dataclass

@@ -32,6 +32,8 @@ from support.workflow import (
     SNAKEMAKE,
     bad_diff_id_image,
     good_image,
+    parse_jobs,
+    published_by,
     run_workflow,
     workflow_env,
     write_config,
@@ -104,15 +106,7 @@ def cluster_run(directory: Path, profile: str, slurm: LocalSlurm, *args: str) ->
 
 def published_jobs(output: str) -> list[str]:
     """The names whose publish job ran, from Snakemake's job listing."""
-    names, in_publish = [], False
-    for line in output.splitlines():
-        text = line.strip()
-        if text.endswith(":") and (text.startswith("rule ") or text.startswith("localrule ")):
-            in_publish = text in ("rule publish_image:", "localrule publish_image:")
-        elif in_publish and text.startswith("wildcards: name="):
-            names.append(text.removeprefix("wildcards: name="))
-            in_publish = False
-    return names
+    return published_by(parse_jobs(output))
 
 
 @pytest.mark.parametrize("profile", PROFILES)

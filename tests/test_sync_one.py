@@ -8,7 +8,6 @@ ask for is refused with nothing changed, and the next full sync picks up the oth
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import pytest
 
 from support import oci
 from support.registry import LocalRegistry
-from support.workflow import REPO, SNAKEMAKE, Workdir, good_image, workflow_env
+from support.workflow import REPO, SNAKEMAKE, Workdir, good_image, parse_jobs, published_by, workflow_env
 
 pytestmark = pytest.mark.workflow
 
@@ -30,7 +29,7 @@ def sync_one(workdir: Workdir, *refs: str) -> subprocess.CompletedProcess[str]:
 
 
 def published_jobs(output: str) -> list[str]:
-    return re.findall(r"rule publish_image:\n(?:    .*\n)*?    wildcards: name=(\S+)", output)
+    return published_by(parse_jobs(output))
 
 
 def content(workdir: Workdir, registry: LocalRegistry, repo: str, name: str) -> str:

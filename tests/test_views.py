@@ -195,7 +195,9 @@ def test_a_run_that_stops_before_any_job_is_recorded_as_failed(synced: Synced, t
     write_config(tmp_path, entries, {synced.registry.host: {"insecure": True}})
     locks = tmp_path / ".snakemake/locks"
     locks.mkdir(parents=True)
-    (locks / "0.output.lock").write_text(f"work/published/{synced.name('a:1')}.json\n")
+    state = json.loads((synced.directory / "work/state/images" / f"{synced.name('a:1')}.json").read_text())
+    config_hex = state["config_digest"].split(":")[1]
+    (locks / "0.output.lock").write_text(f"work/published_flats/{config_hex}.json\n")
     stopped = run_workflow(tmp_path)
     assert stopped.returncode != 0 and "LockException" in stopped.stdout + stopped.stderr
     [line] = history(tmp_path)

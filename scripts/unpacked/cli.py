@@ -4,7 +4,7 @@
     unpacked fetch-blob     download one verified blob into the store
     unpacked extract-layer  extract one layer blob
     unpacked flatten        build one flat image from its extracted layers
-    unpacked publish        flatten (unless built), link a published name to it and write its metadata
+    unpacked publish        flatten (unless built), link the image's names to it and write their metadata
     unpacked summary        print the last run's failures; exit 1 unless all are ignorable
     unpacked gc             remove unreferenced flats, layers and blobs; --prune unpublishes dropped names
     unpacked verify         compare flat images (and layers) with fresh builds from their records; --repair
@@ -90,22 +90,36 @@ def cmd_extract_layer(args: argparse.Namespace) -> None:
 
 
 def cmd_flatten(args: argparse.Namespace) -> None:
+    store = store_for(_settings(args.settings))
+    flatten_for(store, _image(store, args.image))
+
+
+def flatten_for(store: Store, image: ResolvedImage) -> None:
     from .sync import build_flat, layer_by_digest
 
-    store = store_for(_settings(args.settings))
-    image = _image(store, args.image)
     build_flat(store, image, layer_by_digest)
     for digest in image.layer_digests:  # extracted here or by another tag's job: no longer failed
         store.failure_record("extract-layer", digest).unlink(missing_ok=True)
 
 
-def cmd_publish(args: argparse.Namespace) -> None:
+def cmd_publish(args: argparse.Namespace) -> int:
+    """The publish job of one flat image: each of its names is a unit of work of its own."""
+    from .flat_job import publish_flat
     from .publish import make_publisher
     from .sync import publish_image
 
     settings = _settings(args.settings)
     store = store_for(settings)
-    publish_image(store, make_publisher(settings, store), _image(store, args.image))
+    publisher = make_publisher(settings, store)
+    return publish_flat(
+        settings,
+        store,
+        args.flat,
+        args.inputs,
+        args.outputs,
+        flatten_for,
+        lambda image: publish_image(store, publisher, image),
+    )
 
 
 def cmd_resolve(args: argparse.Namespace) -> None:
@@ -326,13 +340,13 @@ def _run_job(args: argparse.Namespace) -> int:
     """Run one of the workflow's job commands; return its exit code."""
     from .jobs import Job, run_job
 
+    if args.command == "publish":  # each name of the flat image runs as a unit of its own
+        code: int = args.func(args)
+        return code
     settings = _settings(args.settings)
-    key = args.image if args.command in ("flatten", "publish") else args.digest
+    key = args.image if args.command == "flatten" else args.digest
     job = Job(args.command, key, getattr(args, "image", None), args.inputs, args.outputs)
-    steps = [(args.command, lambda: args.func(args))]
-    if args.command == "publish":  # one job per name builds the flat image (if no tag did yet), then links it
-        steps.insert(0, ("flatten", lambda: cmd_flatten(args)))
-    return run_job(settings, store_for(settings), job, steps)
+    return run_job(settings, store_for(settings), job, [(args.command, lambda: args.func(args))])
 
 
 def parser() -> argparse.ArgumentParser:
@@ -359,8 +373,8 @@ def parser() -> argparse.ArgumentParser:
     extract.add_argument("--diff-id", required=True)
     flatten = job("flatten", cmd_flatten, "build one flat image")
     flatten.add_argument("--image", required=True)
-    publish = job("publish", cmd_publish, "build (unless built) and publish one image")
-    publish.add_argument("--image", required=True)
+    publish = job("publish", cmd_publish, "build one flat image (unless built) and publish its names")
+    publish.add_argument("--flat", required=True, help="the image's config digest, sha256:<hex>")
     summary = job("summary", cmd_summary, "print this run's failures")
     summary.add_argument("--resolution-only", action="store_true", help="only entries that failed to resolve")
     collect = job("gc", cmd_gc, "remove unreferenced flat images, layers and blobs (and pruned names)")

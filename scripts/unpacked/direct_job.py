@@ -55,7 +55,7 @@ def _publish_image(job: Properties) -> list[str]:
     return [
         "publish",
         *("--settings", job["params"]["settings"]),
-        *("--image", job["wildcards"]["name"]),
+        *("--flat", f"sha256:{job['wildcards']['hex']}"),
         *("--inputs", *job["input"]),
         *("--outputs", *job["output"]),
     ]

@@ -18,9 +18,8 @@ from .state import (
     JobFailure,
     Notice,
     Resolution,
-    StateError,
+    is_published,
     load_job_failures,
-    load_published_marker,
     load_resolution,
     save_job_failure,
 )
@@ -49,15 +48,6 @@ def images_affected(resolution: Resolution, action: str, key: str) -> list[str]:
         config = images[key].config_digest if key in images else None
         return [name for name, image in images.items() if image.config_digest == config] or [key]
     return [name for name, image in images.items() if image.uses(key)] or [key]
-
-
-def is_published(store: Store, name: str, source_digest: str, config_digest: str) -> bool:
-    """True if the publish job ran for exactly this state (not for an older version of the tag)."""
-    try:
-        marker = load_published_marker(store, name)
-    except StateError:
-        return False
-    return marker is not None and (marker.source_digest, marker.config_digest) == (source_digest, config_digest)
 
 
 def all_ignored(resolution: Resolution, recipe: Recipe, names: list[str]) -> bool:

@@ -200,6 +200,8 @@ def execute(plan: Plan, store: Store, publisher: DirectoryPublisher) -> None:
         discard(store.state(name), store.work_trash)
     for flat in plan.flats:
         discard(store.flat_marker(f"sha256:{flat.name}"), store.work_trash)
+        store.flat_published(f"sha256:{flat.name}").unlink(missing_ok=True)
+        store.flat_names(f"sha256:{flat.name}").unlink(missing_ok=True)  # written again if it comes back
         store.flat_lock(f"sha256:{flat.name}").unlink(missing_ok=True)  # no job runs: gc holds the run lock
     in_root = [p for p in plan.flats + plan.leftovers if p.is_relative_to(store.root)]
     if plan.links or in_root:

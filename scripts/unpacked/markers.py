@@ -1,8 +1,8 @@
 """Self-repair before the DAG: a marker whose product is gone or wrong is removed, so it is rebuilt.
 
-Snakemake sees only the markers (`<work>/published/<name>.json`, `<work>/layers/xx/<hex>/layer.json`;
-`<work>/flats/<hex>.json` is written by the publish job that built a flat image), not the products
-they stand for. A link, a flat image or a
+Snakemake sees only the markers (`<work>/published_flats/<hex>.json` for the names of a flat image,
+`<work>/layers/xx/<hex>/layer.json`; `<work>/published/<name>.json` and `<work>/flats/<hex>.json`
+are written by the publish job), not the products they stand for. A link, a flat image or a
 whole output root removed by hand, or a changed `output_root`, would otherwise stay broken while
 every run says "Nothing to be done". The checks are cheap (a few `lstat`/`readlink` per name, no
 file contents read); `unpacked verify` compares the trees themselves.
@@ -18,10 +18,11 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import StoreError
-from .state import ResolvedImage, StateError, load_published_marker
+from .state import PublishedMarker, ResolvedImage, StateError, load_published_marker
 from .store import Store
 
 
@@ -50,37 +51,68 @@ def check_root_is_there(store: Store, images: dict[str, ResolvedImage]) -> None:
     raise StoreError(msg)
 
 
-def drop_stale_markers(store: Store, images: dict[str, ResolvedImage]) -> list[str]:
-    """Remove the markers of `images`' products that are missing or wrong; one line per removal."""
+@dataclass
+class MarkerCheck:
+    """What the check before the DAG found: one line per marker removed, and the names whose
+    publish job has work to do (no marker, or one for another image)."""
+
+    found: list[str] = field(default_factory=list)
+    to_publish: set[str] = field(default_factory=set)
+
+
+def drop_stale_markers(store: Store, images: dict[str, ResolvedImage]) -> MarkerCheck:
+    """Remove the markers of `images`' products that are missing or wrong.
+
+    A flat image's publish job (one per flat image, for all of its names) is marked done only while
+    each of its names still has its own marker for the image it resolves to now: a name added, moved
+    to it, or unmarked here or by a failed transaction makes its job run again.
+    """
     check_root_is_there(store, images)
-    found: list[str] = []
+    check = MarkerCheck()
+    found = check.found
     configs: set[str] = set()
     layers: set[str] = set()
     flats: dict[str, bool] = {}  # config digest -> its flat image is in the root (shared by tags)
     for name, image in sorted(images.items()):
         configs.add(image.config_digest)
         layers.update(image.layer_digests)
-        problem = published_problem(store, name, flats)
+        try:
+            marker = load_published_marker(store, name)
+        except StateError:
+            marker = None
+            _unmark(store.published_marker(name))
+            found.append(f"{image.reference}: its publish marker is damaged; publishing it again")
+        problem = _problem(store, name, marker, flats) if marker else None
         if problem:
             _unmark(store.published_marker(name))
             found.append(f"{image.reference}: {problem}; publishing it again")
+        if not marker or problem or (marker.config_digest, marker.source_digest) != _published_as(image):
+            check.to_publish.add(name)
     names_of: dict[str, list[str]] = {}
     for name, image in images.items():
         names_of.setdefault(image.config_digest, []).append(name)
     for config in sorted(configs):
         flat = store.built_flat(config)
         if store.flat_marker(config).exists() and not flat.is_dir():
-            # The publish jobs of its names build it: they run again once unmarked.
+            # The publish job of its names builds it: it runs again once unmarked.
             _unmark(store.flat_marker(config))
             for name in names_of[config]:
                 _unmark(store.published_marker(name))
+            check.to_publish.update(names_of[config])
             found.append(f"flat image {flat} is missing; building it again")
+        if any(name in check.to_publish for name in names_of[config]):
+            _unmark(store.flat_published(config))
     for digest in sorted(layers):
         rootfs = store.layer_rootfs(digest)
         if store.layer_marker(digest).exists() and not rootfs.is_dir():
             _unmark(store.layer_marker(digest))
             found.append(f"extracted layer {store.layer(digest)} has no rootfs; extracting it again")
-    return found
+    return check
+
+
+def _published_as(image: ResolvedImage) -> tuple[str, str]:
+    """What a publish marker says once `image` is published as it resolves now."""
+    return image.config_digest, image.source_digest
 
 
 def published_problem(store: Store, name: str, flats: dict[str, bool]) -> str | None:
@@ -93,6 +125,10 @@ def published_problem(store: Store, name: str, flats: dict[str, bool]) -> str | 
         return "its publish marker is damaged"
     if marker is None:
         return None  # not published yet: the DAG already has its job
+    return _problem(store, name, marker, flats)
+
+
+def _problem(store: Store, name: str, marker: PublishedMarker, flats: dict[str, bool]) -> str | None:
     config = marker.config_digest
     link = store.link(name)
     try:

@@ -211,6 +211,23 @@ def save_image(store: Store, image: ResolvedImage) -> bool:
     return write_if_changed(store.state(image.name), json_bytes(image.to_json()))
 
 
+def save_flat_names(store: Store, config_digest: str, names: dict[str, str]) -> bool:
+    """Write which names point to the flat image (name -> source digest) if that changed; True if it did.
+
+    The input of the flat image's publish job: rewritten when a name is added, leaves or moves."""
+    document = {"config_digest": config_digest, "names": dict(sorted(names.items())), "format": FORMAT}
+    return write_if_changed(store.flat_names(config_digest), json_bytes(document))
+
+
+def load_flat_names(store: Store, config_digest: str) -> dict[str, str]:
+    """The names of the flat image (name -> source digest) as the last resolution saved them."""
+    path = store.flat_names(config_digest)
+    document = _read(path)
+    if document is None or not isinstance(document.get("names"), dict):
+        raise StateError(f"{path}: missing or damaged; run the sync again (it is written before the DAG)")
+    return {str(name): str(source) for name, source in document["names"].items()}
+
+
 def image_paths(store: Store) -> list[Path]:
     """Every state file on disk, also of images the last resolution did not reach."""
     return store.state_files()
@@ -288,6 +305,15 @@ def load_published_marker(store: Store, name: str) -> PublishedMarker | None:
         return PublishedMarker(document["name"], document["config_digest"], document["source_digest"])
     except (AssertionError, KeyError) as err:
         raise StateError(f"{path}: damaged publish marker") from err
+
+
+def is_published(store: Store, name: str, source_digest: str, config_digest: str) -> bool:
+    """True if the publish job ran for exactly this state (not for an older version of the tag)."""
+    try:
+        marker = load_published_marker(store, name)
+    except StateError:
+        return False
+    return marker is not None and (marker.source_digest, marker.config_digest) == (source_digest, config_digest)
 
 
 def save_flat_marker(store: Store, marker: FlatMarker) -> None:

@@ -5,7 +5,9 @@ every path the workflow reads or writes: the rules take their patterns from `Sto
 <work>/layers/<hex[:2]>/<hex>/        one extracted layer: rootfs/ and layer.json (its marker)
 <work>/flats/<config hex>.json        marker of a built flat image
 <work>/published/<name>.json          marker of a published name
+<work>/published_flats/<config hex>.json   output of the publish job of one flat image's names
 <work>/state/images/<name>.json       resolved state of one published name
+<work>/state/flats/<config hex>.json  the names that point to one flat image (its publish job's input)
 <work>/state/resolved.json            the images of this run and the resolution failures
 <work>/state/settings.json            the settings of the last run (for operator commands)
 <work>/state/settings/<hex>.json      the settings a run's jobs read, named by their digest
@@ -61,11 +63,13 @@ WORK_LAYOUT = {
     "flat_lock": "flats/{hex}.lock",
     "built_flat": "flat/{xx}/{hex}",
     "published_marker": "published/{name}.json",
+    "flat_published": "published_flats/{hex}.json",
     "state": "state/images/{name}.json",
+    "flat_names": "state/flats/{hex}.json",
     "unresolved": "failures/unresolved",
     "log.fetch_blob": "logs/fetch_blob/{hex}.log",
     "log.extract_layer": "logs/extract_layer/{xx}/{hex}.log",
-    "log.publish_image": "logs/publish_image/{name}.log",
+    "log.publish_image": "logs/publish_image/{hex}.log",
     "log.report_unresolved": "logs/report_unresolved.log",
     "log.report_views": "logs/report_views.log",
     "run_settings": "state/settings/{name}.json",
@@ -220,6 +224,15 @@ class Store:
     def published_marker(self, name: str) -> Path:
         """Written by the publish job once `name` points at its current image."""
         return self._at("published_marker", name=name)
+
+    def flat_names(self, config_digest: str) -> Path:
+        """Which names point to the flat image, with their source digests (written before the DAG)."""
+        return self._at("flat_names", config_digest)
+
+    def flat_published(self, config_digest: str) -> Path:
+        """The publish job's output: every name of this flat image was published by it. Only while
+        each of those names still has its own marker (`markers.py` removes it otherwise)."""
+        return self._at("flat_published", config_digest)
 
     def flat_marker(self, config_digest: str) -> Path:
         """Written once the flat image is complete under its final name (by the first publish job of

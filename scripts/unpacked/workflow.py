@@ -27,7 +27,7 @@ from .recipe import Recipe, load_recipe
 from .reference import parse_reference
 from .resolve import Resolver
 from .safefs import write_if_changed
-from .state import Resolution, load_resolution
+from .state import Resolution, ResolvedImage, load_resolution, save_flat_names
 from .store import Store, digest_hex, store_for
 
 log = logging.getLogger(__name__)
@@ -47,9 +47,13 @@ class Plan:
     blob_owner: dict[str, str] = field(default_factory=dict)  # layer or config hex -> published name
     diff_ids: dict[str, str] = field(default_factory=dict)  # layer hex -> diff_id
     flats_using: dict[str, set[str]] = field(default_factory=dict)  # layer digest -> config digests
+    names_of_flat: dict[str, list[str]] = field(default_factory=dict)  # config hex -> its names, sorted
+    # Names whose publish job has work to do, as the check before the DAG found (main process only).
+    to_publish: set[str] | None = None
 
     def __post_init__(self) -> None:
         for name, image in sorted(self.resolution.images.items()):
+            self.names_of_flat.setdefault(digest_hex(image.config_digest), []).append(name)
             self.blob_owner.setdefault(digest_hex(image.config_digest), name)
             for layer in image.layers:
                 hexd = digest_hex(layer.digest)
@@ -62,13 +66,15 @@ class Plan:
         return sorted(self.resolution.images)
 
     def targets(self) -> list[str]:
-        """Every published name's marker, plus a failing report when some entries did not resolve."""
+        """The publish job of every flat image a name points to, plus a failing report when some
+        entries did not resolve."""
         names = self.names
         failures = self.resolution.unignored_failures
         if self.only is not None:
             names = [name for name in names if self.resolution.images[name].reference in self.only]
             failures = [failure for failure in failures if failure.reference in self.only]
-        targets = [str(self.store.published_marker(name)) for name in names]
+        configs = sorted({self.resolution.images[name].config_digest for name in names})
+        targets = [str(self.store.flat_published(config)) for config in configs]
         if failures:
             targets.append(str(self.store.unresolved))
         # The report's files, once a run wrote them: in the DAG for `snakemake --report`, never a job.
@@ -77,15 +83,20 @@ class Plan:
             targets += [str(path) for path in views]
         return targets
 
-    def layers_of(self, name: str) -> list[str]:
-        """What the publish job of `name` needs of each layer: its extracted marker, or its blob.
+    def _image_of_flat(self, hexd: str) -> ResolvedImage:
+        """The image a flat image is built from: its first name's (tags of one image share it)."""
+        return self.resolution.images[self.names_of_flat[hexd][0]]
 
-        While the image's flat is not built, a layer that only this flat uses and that is not
-        extracted yet is extracted by the publish job itself (one process per image, not two). A
-        layer several flats share, or any layer once the flat exists (a layer repaired after its
-        files were removed), has its own extract_layer job, run before the publish jobs.
+    def layers_of(self, hexd: str) -> list[str]:
+        """What the publish job of flat image `hexd` needs of each layer: its extracted marker, or its
+        blob.
+
+        While the flat is not built, a layer that only this flat uses and that is not extracted yet
+        is extracted by the publish job itself (one process per image, not two). A layer several
+        flats share, or any layer once the flat exists (a layer repaired after its files were
+        removed), has its own extract_layer job, run before the publish jobs.
         """
-        image = self.resolution.images[name]
+        image = self._image_of_flat(hexd)
         flat_built = self.store.built_flat(image.config_digest).is_dir()
         paths = []
         for digest in image.layer_digests:
@@ -94,11 +105,31 @@ class Plan:
             paths.append(str(self.store.blob(digest) if inline else marker))
         return paths
 
-    def config_blob_of(self, name: str) -> str:
-        return str(self.store.blob(self.resolution.images[name].config_digest))
+    def config_blob_of(self, hexd: str) -> str:
+        return str(self.store.blob(self._image_of_flat(hexd).config_digest))
 
-    def state_of(self, name: str) -> str:
-        return str(self.store.state(name))
+    def flat_names_of(self, hexd: str) -> str:
+        """Which names point to the flat image: rewritten when one is added, leaves or moves, which
+        makes its publish job run again."""
+        return str(self.store.flat_names(self._image_of_flat(hexd).config_digest))
+
+    def save_flat_names(self) -> None:
+        """Write each flat image's names where they changed (before the DAG, as state files are)."""
+        for names in self.names_of_flat.values():
+            images = [self.resolution.images[name] for name in names]
+            sources = {image.name: image.source_digest for image in images}
+            save_flat_names(self.store, images[0].config_digest, sources)
+
+    def publishing(self, hexd: str, most: int = 20) -> str:
+        """What the publish job of flat image `hexd` will change, for the job's message (a dry-run
+        shows exactly these names)."""
+        names = self.names_of_flat[hexd]
+        if self.to_publish is not None:
+            names = [name for name in names if name in self.to_publish]
+            if not names:
+                return "no name changed; its names are checked again (an input changed)"
+        shown = ", ".join(names[:most])
+        return shown + (f" and {len(names) - most} more" if len(names) > most else "")
 
 
 def show_progress() -> None:
@@ -279,13 +310,16 @@ def _build_plan(configured: Configured) -> Plan:
     dropped = drop_placeholders(store)
     if dropped:
         log.info("%d placeholder output(s) of ignored failures removed: their jobs run again", dropped)
-    for problem in drop_stale_markers(store, resolution.images):
+    check = drop_stale_markers(store, resolution.images)
+    for problem in check.found:
         log.warning("%s", problem)
     if configured.executing and not configured.dry_run:
         open_journal(store, resolution, only)
         # Snakemake goes back to the directory it was started in before the process exits.
         atexit.register(record_run_at_exit, settings_path, store.run_journal.resolve(), Path.cwd())
-    return Plan(settings, store, resolution, settings_path, only)
+    plan = Plan(settings, store, resolution, settings_path, only, to_publish=check.to_publish)
+    plan.save_flat_names()
+    return plan
 
 
 def record_run_at_exit(settings_path: Path, journal: Path, workdir: Path) -> None:

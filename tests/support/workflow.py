@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,31 @@ SNAKEMAKE = Path(sys.executable).with_name("snakemake")
 # Set by the test session (conftest) to the id of a running test that lacks the `workflow` marker:
 # such a test may not start Snakemake, so that `pytest -m "not workflow"` stays fast. None elsewhere.
 UNMARKED_TEST: str | None = None
+
+
+# A publish job shows its message: the flat image and the names it will publish (rules/publish.smk).
+PUBLISH_JOB = re.compile(r"^Job \d+: publish_image (sha256:[0-9a-f]{64}): (.*)$")
+
+
+def parse_jobs(text: str) -> list[tuple[str, str]]:
+    """(rule, detail) of every job in Snakemake's output (with -n: that it would run). The detail is
+    the job's wildcards, or for a publish job the names its message lists."""
+    jobs: list[tuple[str, str]] = []
+    for line in text.splitlines():
+        line = line.strip()
+        if match := re.match(r"^(?:local)?rule (\w+):$", line):
+            jobs.append((match.group(1), ""))
+        elif match := PUBLISH_JOB.match(line):
+            jobs.append(("publish_image", match.group(2)))
+        elif (match := re.match(r"^wildcards: (.*)$", line)) and jobs and jobs[-1][1] == "":
+            jobs[-1] = (jobs[-1][0], match.group(1))
+    return jobs
+
+
+def published_by(jobs: list[tuple[str, str]]) -> list[str]:
+    """The names the publish jobs among `jobs` publish, sorted (a message lists up to 20 of them)."""
+    names = [name for rule, detail in jobs if rule == "publish_image" for name in detail.split(", ")]
+    return sorted(names)
 
 
 def workflow_env(**extra: str) -> dict[str, str]:
