@@ -83,6 +83,10 @@ def get_publishing(wildcards):
     return plan().publishing(wildcards.hex)
 
 
+def get_only_option(wildcards):
+    return plan().only_option(wildcards.hex)
+
+
 def start_run():
     """A run that executes jobs (never a dry-run) starts with no failure records; one that syncs
     only some tags (`only`) keeps the other images' records for the summary."""

@@ -17,8 +17,9 @@ rule publish_image:
         unpacked=UNPACKED,
         settings=SETTINGS,
         names=get_publishing,
+        only=get_only_option,
     message:
         "publish_image sha256:{wildcards.hex}: {params.names}"
     shell:
         "{params.unpacked} publish --settings {params.settings} --flat sha256:{wildcards.hex}"
-        " --inputs {input:q} --outputs {output:q} 2> {log}"
+        " --inputs {input:q} --outputs {output:q}{params.only} 2> {log}"

@@ -174,6 +174,20 @@ def test_tags_of_one_image_publish_in_one_job(workdir: Workdir, registry: LocalR
     nothing = workdir.run("-n")
     assert rules_run(nothing.stdout) == [], nothing.stdout
 
+    # A tag leaves the image: the job of its new image runs, none for the image it left.
+    oci.push(registry, f"{repo_name}/app", "latest", good_image("moved\n"))
+    moved = workdir.run()
+    assert moved.returncode == 0, moved.stdout + moved.stderr
+    assert rules_run(moved.stdout + moved.stderr) == ["all", "publish_image"], moved.stdout + moved.stderr
+    assert published_by(parse_jobs(moved.stdout + moved.stderr)) == [f"{name}:latest"]
+    assert (links["latest"] / "etc/id").read_text() == "moved\n"
+
+    # Work directories of the version with one publish job per name have no job outputs: nothing runs.
+    shutil.rmtree(workdir.directory / "work/published_flats")
+    upgraded = workdir.run("-n")
+    assert upgraded.returncode == 0 and rules_run(upgraded.stdout) == [], upgraded.stdout
+    assert len(list((workdir.directory / "work/published_flats").glob("*.json"))) == 2
+
 
 @pytest.mark.workflow
 def test_a_layer_extracted_by_a_publish_job_fails_as_that_layer(
@@ -251,6 +265,14 @@ def test_a_name_that_cannot_be_published_stops_no_other_name_of_its_image(
         assert (workdir.root / registry.host / repo_name / f"app:{tag}" / "etc/id").read_text() == "three tags\n"
     assert (blocked / "keep").read_text() == "an operator's file\n" and not blocked.is_symlink()
     assert not list((workdir.directory / "work/published_flats").glob("*.json")), "the job is not done"
+
+    # A sync of one tag (the push webhook's `only`) publishes that tag, not its stale sibling.
+    oci.push(registry, f"{repo_name}/app", "4", image)
+    one = workdir.run("--config", f"only={registry.host}/{repo_name}/app:4")
+    assert one.returncode == 0, one.stdout + one.stderr
+    assert published_by(parse_jobs(one.stdout + one.stderr)) == [f"{registry.host}/{repo_name}/app:4"]
+    assert (workdir.root / registry.host / repo_name / "app:4" / "etc/id").read_text() == "three tags\n"
+    assert not blocked.is_symlink()
 
     shutil.rmtree(blocked)
     again = workdir.run()

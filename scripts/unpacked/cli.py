@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
+import functools
 import json
 import logging
 import sys
@@ -110,15 +111,16 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
     settings = _settings(args.settings)
     store = store_for(settings)
-    publisher = make_publisher(settings, store)
+    # Made by the first name's publish step: a failure there is that name's, recorded as such.
+    publisher = functools.cache(lambda: make_publisher(settings, store))
     return publish_flat(
         settings,
         store,
         args.flat,
-        args.inputs,
-        args.outputs,
+        (args.inputs, args.outputs),
+        args.only,
         flatten_for,
-        lambda image: publish_image(store, publisher, image),
+        lambda image: publish_image(store, publisher(), image),
     )
 
 
@@ -375,6 +377,7 @@ def parser() -> argparse.ArgumentParser:
     flatten.add_argument("--image", required=True)
     publish = job("publish", cmd_publish, "build one flat image (unless built) and publish its names")
     publish.add_argument("--flat", required=True, help="the image's config digest, sha256:<hex>")
+    publish.add_argument("--only", nargs="+", metavar="NAME", help="publish these names of it only (sync-one)")
     summary = job("summary", cmd_summary, "print this run's failures")
     summary.add_argument("--resolution-only", action="store_true", help="only entries that failed to resolve")
     collect = job("gc", cmd_gc, "remove unreferenced flat images, layers and blobs (and pruned names)")

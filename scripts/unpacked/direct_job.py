@@ -58,6 +58,7 @@ def _publish_image(job: Properties) -> list[str]:
         *("--flat", f"sha256:{job['wildcards']['hex']}"),
         *("--inputs", *job["input"]),
         *("--outputs", *job["output"]),
+        *shlex.split(job["params"].get("only", "")),  # `--only NAME ...` when the run syncs some tags only
     ]
 
 

@@ -9,7 +9,6 @@ a job published one name, so one name that cannot be published does not stop the
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from functools import partial
@@ -18,9 +17,8 @@ from typing import Any
 
 from .errors import UnpackedError
 from .jobs import Job, Steps, run_job
-from .placeholders import failed_inputs, is_placeholder, leave_placeholders
-from .safefs import write_atomic
-from .state import ResolvedImage, is_published, load_flat_names, load_image
+from .placeholders import failed_inputs, leave_placeholders
+from .state import ResolvedImage, is_published, load_flat_names, load_image, save_flat_published
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -49,55 +47,60 @@ def publish_flat(
     settings: dict[str, Any],
     store: Store,
     config_digest: str,
-    inputs: list[Path],
-    outputs: list[Path],
+    job_files: tuple[list[Path], list[Path]],
+    only: list[str] | None,
     flatten: Callable[[Store, ResolvedImage], None],
     publish: Callable[[ResolvedImage], None],
 ) -> int:
-    """Publish the names of the flat image `config_digest`; return the job's exit code.
+    """Publish the names of the flat image `config_digest` (with `only`: those of them only); return
+    the job's exit code.
 
-    `flatten` builds the flat image from an image of it, `publish` links one name. The job's output
-    (`outputs`) is written only when every name is published: a name that failed leaves it missing,
-    and the next run retries that name alone (the others are published as they are).
+    `job_files` are the job's inputs and outputs. `flatten` builds the flat image from an image of
+    it, `publish` links one name. The job's output is written only once every name is published: a
+    name that failed leaves it missing (or a placeholder, if its failure is ignored), and the next
+    run publishes that name alone (the check before the DAG finds the others published).
     """
-    sources = load_flat_names(store, config_digest)
+    inputs, outputs = job_files
+    sources = load_flat_names(store, config_digest)  # the job's input, written before the DAG
     names = sorted(sources)
-    stale = [name for name in names if not is_published(store, name, sources[name], config_digest)]
+    wanted = names if only is None else [name for name in names if name in only]
+    stale = [name for name in wanted if not is_published(store, name, sources[name], config_digest)]
     if not stale:
-        log.info("%s: all %d name(s) already published as they resolve now", config_digest, len(names))
+        log.info("%s: all %d name(s) already published as they resolve now", config_digest, len(wanted))
         return _done(store, config_digest, names, outputs)
-    images = {name: _image(store, name, config_digest) for name in {names[0], *stale}}
     failed = failed_inputs(inputs)
-    if failed:  # an ignored failure upstream: nothing to build from, and nothing to report twice
-        log.warning("publish: not run, its input %s stands for an ignored failure", failed[0])
-        markers = [store.published_marker(name) for name in stale]
-        leave_placeholders(store, [*markers, *outputs], f"input {failed[0]} failed")
-        return 0
-    # The image whose layers the workflow gave this job (its first name's): it builds the flat image.
-    step = FlattenOnce(lambda: flatten(store, images[names[0]]))
+    if failed:
+        return _inputs_failed(settings, store, stale, failed[0], outputs)
+    # The image whose layers the workflow gave this job (its first name's) builds the flat image.
+    step = FlattenOnce(lambda: flatten(store, _image(store, names[0], config_digest)))
     worst = 0
     for name in stale:
         job = Job("publish", name, name, inputs, [store.published_marker(name)])
-        steps: Steps = [("flatten", step), ("publish", partial(publish, images[name]))]
+        steps: Steps = [("flatten", step), ("publish", partial(_publish_name, store, name, config_digest, publish))]
         worst = max(worst, run_job(settings, store, job, steps))
         if step.failed:
             # Recorded once, for every name of the flat image (`failures.images_affected`).
             log.error("%s: the flat image was not built; none of its %d name(s) published", config_digest, len(names))
             break
-    published = sum(1 for name in stale if is_published(store, name, sources[name], config_digest))
+    published = [name for name in stale if is_published(store, name, sources[name], config_digest)]
     log.info(
         "%s: %d name(s) published, %d already were, %d not",
         config_digest,
-        published,
-        len(names) - len(stale),
-        len(stale) - published,
+        len(published),
+        len(wanted) - len(stale),
+        len(stale) - len(published),
     )
     if worst:
         return worst
-    if any(is_placeholder(store.published_marker(name)) for name in stale):
-        leave_placeholders(store, outputs, "a name of this image failed (ignored: it matches ignoreErrors)")
-        return 0
-    return _done(store, config_digest, names, outputs)
+    if len(published) == len(stale):
+        return _done(store, config_digest, names, outputs)
+    # Every failure only touched images that match ignoreErrors: the run goes on, the next one retries.
+    leave_placeholders(store, outputs, "a name of this image failed (ignored: it matches ignoreErrors)")
+    return 0
+
+
+def _publish_name(store: Store, name: str, config_digest: str, publish: Callable[[ResolvedImage], None]) -> None:
+    publish(_image(store, name, config_digest))
 
 
 def _image(store: Store, name: str, config_digest: str) -> ResolvedImage:
@@ -107,9 +110,32 @@ def _image(store: Store, name: str, config_digest: str) -> ResolvedImage:
     return image
 
 
+def _inputs_failed(settings: dict[str, Any], store: Store, stale: list[str], failed: Path, outputs: list[Path]) -> int:
+    """An input of the job is a placeholder: an ignored failure upstream, nothing to build from.
+
+    It was ignored for the image whose layers the job was given; a name of this flat image that
+    does not match ignoreErrors (the same image from another registry) fails, and is reported."""
+    # Imported here: only this rare case needs the recipe (and its YAML loader) and the resolution.
+    from .failures import all_ignored, record_job_failure
+    from .recipe import load_recipe
+    from .state import load_resolution
+
+    reason = f"input {failed} failed"
+    resolution, recipe = load_resolution(store), load_recipe(Path(settings["recipe"]))
+    counted = [name for name in stale if not all_ignored(resolution, recipe, [name])]
+    for name in counted:
+        error = f"{reason}: a failure ignored for another image of the same flat image; see that image's error"
+        record_job_failure(store, "publish", name, error, [name])
+        log.error("%s: not published: %s", name, error)
+    if counted:
+        return 1
+    log.warning("publish: not run, its input %s stands for an ignored failure", failed)
+    leave_placeholders(store, [*[store.published_marker(name) for name in stale], *outputs], reason)
+    return 0
+
+
 def _done(store: Store, config_digest: str, names: list[str], outputs: list[Path]) -> int:
-    """The job's output: which names it stands for (for whoever reads the work directory)."""
-    body = json.dumps({"config_digest": config_digest, "names": names}, indent=1).encode()
+    """The job's output: the names it stands for."""
     for path in outputs:
-        write_atomic(path, body)
+        save_flat_published(store, config_digest, names, path)
     return 0

@@ -5,8 +5,9 @@
 - `Resolution`: this run's images, the entries that failed to resolve (`Failure`) and the
   tags that lack some wanted platforms (`Notice`); `<work>/state/resolved.json` is its index.
 - `JobFailure`: a job that failed, with the images it leaves out of date; `<work>/failures/`.
-- `PublishedMarker`: what the publish job leaves for Snakemake; `FlatMarker`: what it records of the
-  flat image it built (or found built).
+- `PublishedMarker`: what the publish job leaves for each name it published (compared with the
+  resolution before the DAG); `FlatMarker`: what it records of the flat image it built (or found
+  built); the flat image's names (`save_flat_names`, the job's input) and the job's output.
 - `SyncRecord`: `.metadata/<name>/record.json`, what users read about a published name.
 
 A recipe entry is `reference.ImageRef`. Every file carries `format` (FORMAT); files written before
@@ -226,6 +227,12 @@ def load_flat_names(store: Store, config_digest: str) -> dict[str, str]:
     if document is None or not isinstance(document.get("names"), dict):
         raise StateError(f"{path}: missing or damaged; run the sync again (it is written before the DAG)")
     return {str(name): str(source) for name, source in document["names"].items()}
+
+
+def save_flat_published(store: Store, config_digest: str, names: list[str], path: Path | None = None) -> None:
+    """The output of the flat image's publish job (`path`, by default the Store's): its names."""
+    document = {"config_digest": config_digest, "names": names, "format": FORMAT}
+    write_atomic(path or store.flat_published(config_digest), json_bytes(document))
 
 
 def image_paths(store: Store) -> list[Path]:

@@ -235,8 +235,8 @@ class Store:
         return self._at("flat_published", config_digest)
 
     def flat_marker(self, config_digest: str) -> Path:
-        """Written once the flat image is complete under its final name (by the first publish job of
-        a name with this config)."""
+        """Written once the flat image is complete under its final name (by the publish job of its
+        names)."""
         return self._at("flat_marker", config_digest)
 
     def flat_lock(self, config_digest: str) -> Path:

@@ -75,8 +75,8 @@ def build_flat(store: Store, image: ResolvedImage, layer_name: LayerName = layer
 
     Layers not extracted yet are extracted first (the workflow gives a layer only one image uses no
     job of its own); a failure there is the layer's (`UnpackedError.step`), named by `layer_name`.
-    Tags of one image share the flat image and are published by jobs side by side: the first builds
-    it under the lock, the others find it built.
+    Tags of one image share the flat image, published by one job; the lock keeps a job of another
+    run (an `only` sync, `unpacked verify --repair`) from building it at the same time.
     """
     dest = store.built_flat(image.config_digest)
     with held_lock(store.flat_lock(image.config_digest)):

@@ -6,10 +6,12 @@ Kept here, not in `rules/common.smk`, so that it is typed, tested and shared wit
 from __future__ import annotations
 
 import atexit
+import contextlib
 import fcntl
 import hashlib
 import logging
 import os
+import shlex
 import socket
 import subprocess
 import sys
@@ -27,7 +29,7 @@ from .recipe import Recipe, load_recipe
 from .reference import parse_reference
 from .resolve import Resolver
 from .safefs import write_if_changed
-from .state import Resolution, ResolvedImage, load_resolution, save_flat_names
+from .state import Resolution, ResolvedImage, load_resolution, save_flat_names, save_flat_published
 from .store import Store, digest_hex, store_for
 
 log = logging.getLogger(__name__)
@@ -114,20 +116,53 @@ class Plan:
         return str(self.store.flat_names(self._image_of_flat(hexd).config_digest))
 
     def save_flat_names(self) -> None:
-        """Write each flat image's names where they changed (before the DAG, as state files are)."""
-        for names in self.names_of_flat.values():
+        """Write each flat image's names where they changed (before the DAG, as state files are).
+
+        A flat image whose names are all published as they resolve now is marked done, so that no
+        job runs for it: after an upgrade from one publish job per name, or when a name only left it.
+        """
+        for hexd, names in self.names_of_flat.items():
             images = [self.resolution.images[name] for name in names]
             sources = {image.name: image.source_digest for image in images}
             save_flat_names(self.store, images[0].config_digest, sources)
+            if self.to_publish is not None and not self.to_publish.intersection(names):
+                self._mark_done(hexd)
+
+    def _mark_done(self, hexd: str) -> None:
+        """Write the publish job's output unless it is newer than each of the job's inputs."""
+        inputs = [*self.layers_of(hexd), self.config_blob_of(hexd), self.flat_names_of(hexd)]
+        try:
+            newest = max(os.stat(path).st_mtime for path in inputs)
+        except FileNotFoundError:
+            return  # an input is made by a job of this run: Snakemake runs it, then this one
+        config = self._image_of_flat(hexd).config_digest
+        with contextlib.suppress(FileNotFoundError):
+            if os.stat(self.store.flat_published(config)).st_mtime >= newest:
+                return
+        save_flat_published(self.store, config, self.names_of_flat[hexd])
+
+    def only_option(self, hexd: str) -> str:
+        """` --only NAME ...` for the publish job's command when this run syncs some tags only, else
+        nothing (the leading space is the separator: no trailing space on the command otherwise)."""
+        if self.only is None:
+            return ""
+        return " " + shlex.join(["--only", *self._wanted(hexd)])
+
+    def _wanted(self, hexd: str) -> list[str]:
+        """The names of the flat image this run publishes (all, or those `only` names)."""
+        names = self.names_of_flat[hexd]
+        if self.only is None:
+            return names
+        return [name for name in names if self.resolution.images[name].reference in self.only]
 
     def publishing(self, hexd: str, most: int = 20) -> str:
         """What the publish job of flat image `hexd` will change, for the job's message (a dry-run
         shows exactly these names)."""
-        names = self.names_of_flat[hexd]
+        names = self._wanted(hexd)
         if self.to_publish is not None:
             names = [name for name in names if name in self.to_publish]
             if not names:
-                return "no name changed; its names are checked again (an input changed)"
+                return "none of its names to change; an input of the job changed (a layer extracted again)"
         shown = ", ".join(names[:most])
         return shown + (f" and {len(names) - most} more" if len(names) > most else "")
 
