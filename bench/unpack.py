@@ -3,6 +3,8 @@
     .venv/bin/python bench/unpack.py [--files 20000] [--rounds 3] [--big-files 0 --big-mb 20]
 
 (P2 (c), a 1 GB image of 50,000 files with some multi-MB files: `--files 50000 --big-files 40`.)
+(P2 (a), a real root filesystem: `--rootfs minbase.tar --layers 1` or `--layers 3`, from a tar of a
+`debootstrap` tree made beforehand; see docs/benchmarks.md. The benchmark itself only talks to 127.0.0.1.)
 
 Builds a synthetic image (seeded random files in two gzip layers, the second deleting and replacing
 some of the first), pushes it to a real `docker-registry` on 127.0.0.1, then times, alternating the
@@ -23,11 +25,13 @@ file (the first layer is already extracted). Prints medians, peak memory and rat
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import random
 import statistics
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -56,6 +60,22 @@ def synthetic_layers(files: int, big_files: int = 0, big_mb: int = 20, seed: int
     update.add_file("etc/version", b"2\n")
     other = oci.TarLayer().add_file("etc/other", b"another image\n")
     return base.tar_bytes(), update.tar_bytes(), other.tar_bytes()
+
+
+def rootfs_layers(path: Path, count: int) -> tuple[list[bytes], bytes]:
+    """The tar `path` (a root filesystem) cut into `count` layers in its own order (a directory comes
+    before what it holds, so every layer finds its parents below it), and a small top layer."""
+    with tarfile.open(path) as source:
+        members = [m for m in source.getmembers() if m.name not in (".", "./")]
+        layers = []
+        for number in range(count):
+            chunk = members[number * len(members) // count : (number + 1) * len(members) // count]
+            buffer = io.BytesIO()
+            with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as layer:
+                for member in chunk:
+                    layer.addfile(member, source.extractfile(member) if member.isreg() else None)
+            layers.append(buffer.getvalue())
+    return layers, oci.TarLayer().add_file("etc/other", b"another image\n").tar_bytes()
 
 
 def timed(command: list[str], cwd: Path | None = None) -> tuple[float, int]:
@@ -97,19 +117,28 @@ def main() -> None:
     parser.add_argument("--big-files", type=int, default=0, help="how many of the files are big (P2 (c): 40)")
     parser.add_argument("--big-mb", type=int, default=20, help="size of each big file, MB")
     parser.add_argument("--threads", type=int, default=2, help="threads creating small files (ours)")
+    parser.add_argument("--rootfs", type=Path, help="a tar of a root filesystem instead of synthetic files")
+    parser.add_argument("--layers", type=int, default=1, help="how many layers the --rootfs is cut into")
     args = parser.parse_args()
 
-    base, update, other = synthetic_layers(args.files, args.big_files, args.big_mb)
-    first = oci.build_image([base, update])
-    second = oci.build_image([base, other])
+    if args.rootfs:
+        layers, other = rootfs_layers(args.rootfs, args.layers)
+        first, second = oci.build_image(layers), oci.build_image([*layers, other])
+        what = f"{args.rootfs.name} in {args.layers} layer(s), {sum(map(len, layers)) / 1e6:.0f} MB uncompressed"
+    else:
+        base, update, other = synthetic_layers(args.files, args.big_files, args.big_mb)
+        layers = [base, update]
+        first = oci.build_image([base, update])
+        second = oci.build_image([base, other])
+        what = f"{args.files} files, {len(base) / 1e6:.0f} MB uncompressed base layer"
     results: dict[str, list[tuple[float, int]]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-unpack-") as tmp, LocalRegistry(workdir=Path(tmp) / "reg") as reg:
         top = Path(tmp)
         oci.push(reg, "bench/image", "1", first)
         oci.push(reg, "bench/image", "2", second)
         python = sys.executable
-        local_tars = [top / "base.tar", top / "update.tar"]
-        for path, data in zip(local_tars, (base, update), strict=True):
+        local_tars = [top / f"layer{number}.tar" for number in range(len(layers))]
+        for path, data in zip(local_tars, layers, strict=True):
             path.write_bytes(data)
         threads = str(args.threads)
         for round_number in range(args.rounds):
@@ -143,7 +172,7 @@ def main() -> None:
                     )
                     results.setdefault(variant, []).append(timed(["sh", "-c", pipes]))
         ours = statistics.median(t for t, _ in results["ours"])
-        print(f"{args.files} files, {len(base) / 1e6:.0f} MB uncompressed base layer, {args.rounds} rounds")
+        print(f"{what}, {args.rounds} rounds")
         print(f"{'variant':34} {'median s':>9} {'peak MB':>8} {'time / ours':>12}  rounds s")
         for variant, runs in results.items():
             median = statistics.median(t for t, _ in runs)
