@@ -33,6 +33,14 @@ def in_flight_then_dependent() -> oci.TarLayer:
     layer.add_file("d/f5/below", b"f5 was a file: its path becomes a directory")
     layer.add_fifo("d/f6")
     layer.add_file("d/f299", b"replaced after being linked")
+    # Symlinks made while files are in flight: then replaced, gone through, hard-linked.
+    for number in range(100):
+        layer.add_symlink(f"d/s{number}", f"f{number}")
+    layer.add_file("d/s1", b"s1 is a file now")
+    layer.add_dir("d/sub")
+    layer.add_symlink("d/into-sub", "sub")
+    layer.add_file("d/into-sub/through", b"written through a symlink still in flight")
+    layer.add_hardlink("d/hard-s99", "d/s99")
     return layer
 
 
@@ -60,6 +68,7 @@ def extracted(tmp_path: Path, name: str, tar: bytes, threads: int, monkeypatch: 
         slow_write(*args)
 
     monkeypatch.setattr(filewriters, "write_new_file", slowly)
+
     blob = oci.LayerBlob.from_tar(tar, "gzip", "oci")
     (tmp_path / f"{name}.blob").write_bytes(blob.data)
     extract.extract_layer(tmp_path / f"{name}.blob", blob.diff_id, tmp_path / name, name)
@@ -80,6 +89,9 @@ def test_background_files_give_the_same_tree_as_one_entry_at_a_time(
     assert parallel["d/f299"][2] == b"replaced after being linked"
     assert parallel["d/f6"][0] == oct(stat.S_IFIFO)
     assert parallel["d/f7"][:2] == ("file", 0o640 + 7)
+    assert parallel["d/s1"][2] == b"s1 is a file now" and parallel["d/s2"][:3] == ("link", 0, "f2")
+    assert parallel["d/sub/through"][2] == b"written through a symlink still in flight"
+    assert parallel["d/hard-s99"] == ("link", 0, "f99", 2) == parallel["d/s99"]
 
 
 def test_a_background_file_that_fails_names_its_entry_and_leaves_nothing(
