@@ -107,3 +107,17 @@ def test_a_background_file_that_fails_names_its_entry_and_leaves_nothing(
     assert f"layer: entry 'd/{too_long}': File name too long" == message
     assert not (tmp_path / "layer").exists()
     assert os.listdir(tmp_path) == ["layer.blob"], "no staging directory is left behind"
+
+
+def test_a_failure_in_the_middle_of_a_batch_names_its_entry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Files go to the threads in batches: the one that fails is named, not the batch's first."""
+    layer = oci.TarLayer().add_dir("d")
+    for number in range(filewriters.BATCH_FILES // 2):
+        layer.add_file(f"d/before{number}", b"x")
+    layer.add_file(f"d/{'n' * 300}", b"x")
+    for number in range(filewriters.BATCH_FILES * 3):
+        layer.add_file(f"d/after{number}", b"y")
+    with pytest.raises(LayerError) as caught:
+        extracted(tmp_path, "layer", layer.tar_bytes(), 2, monkeypatch)
+    assert str(caught.value) == f"layer: entry 'd/{'n' * 300}': File name too long"
+    assert os.listdir(tmp_path) == ["layer.blob"], "no staging directory is left behind"
