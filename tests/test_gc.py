@@ -60,9 +60,13 @@ def test_moved_tag_old_flat_collected_after_grace(tmp_path: Path, registry: Loca
     assert f"would remove {old_flat}" in preview.stdout or str(old_flat.relative_to(run)) in preview.stdout
     assert old_flat.is_dir(), "a dry run removes nothing"
 
+    logs = run / "work/logs/publish_image"
+    assert (logs / f"{old_flat.name}.log").is_file() and (logs / f"{link.resolve().name}.log").is_file()
     done = gc(run, "--grace-days", "0")
     assert done.returncode == 0, done.stderr
     assert not old_flat.exists(), "the unreferenced image is gone, mode-000 directory and all"
+    assert not (logs / f"{old_flat.name}.log").exists(), "its log went with it"
+    assert (logs / f"{link.resolve().name}.log").is_file(), "the logs of what stays stay"
     assert (link / "etc/id").read_text() == "new\n"
     assert (run / "output" / registry.host / repo_name / "other:1/etc/id").read_text() == "other\n"
     # The old image's own layer is no longer used by any resolved image: collected too.
@@ -151,9 +155,14 @@ def test_leftovers_of_killed_jobs_are_collected_and_aliased_flats_kept(
     part.write_text("partial")
     temp_link = link.with_name(".app:1.link-4242")
     os.symlink("nowhere", temp_link)
+    # A log of the version with one publish job per name, named by the name.
+    old_log = run / "work/logs/publish_image" / registry.host / repo_name / "app:1.log"
+    old_log.parent.mkdir(parents=True)
+    old_log.write_text("published\n")
 
     done = gc(run, "--grace-days", "0")
     assert done.returncode == 0, done.stderr
     assert not staging.exists() and not part.exists() and not os.path.lexists(temp_link)
+    assert not (run / "work/logs/publish_image" / registry.host).exists(), "old logs and their directories go"
     assert old_flat.is_dir() and (alias / "etc/id").read_text() == "old\n", "a flat some link points to stays"
     assert (link / "etc/id").read_text() == "new\n"

@@ -11,7 +11,8 @@ CernVM-FS they happen inside a transaction, and both can be previewed with `dry_
 
 Only what the layout defines is ever removed: links named `<registry>/<repository>:<tag>` (or
 `@sha256:<hex>`, or under `.multiarch/<arch>/`) that point into `.flat/`, entries of `.flat/`,
-`layers/` and `blobs/` named by a digest, and the dot-named leftovers of killed jobs beside them.
+`layers/` and `blobs/` named by a digest, the dot-named leftovers of killed jobs beside them, and
+the logs of what it removes (and those an older version wrote per published name).
 A flat image that any link in the root points to (an operator's alias too) is kept. Every removal
 is crash-safe: the marker goes first, then the product is renamed into a trash directory and
 deleted there; a killed collection leaves every product whole or gone, and the next one empties
@@ -20,6 +21,7 @@ the trash.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import json
 import logging
@@ -174,6 +176,7 @@ def _leftovers(store: Store) -> list[Path]:
     except FileNotFoundError:
         current = b""
     found += [p for p in store.on_disk("run_settings") if p.read_bytes() != current]
+    found += store.old_publish_logs()
     return sorted(found)
 
 
@@ -215,11 +218,24 @@ def execute(plan: Plan, store: Store, publisher: DirectoryPublisher) -> None:
     for path in plan.flats + plan.leftovers:
         if not path.is_relative_to(store.root):
             discard(path, store.work_trash)
+    # The logs of what is gone: a product collected today may come back, with a log of its own.
+    for rule, products in (("publish_image", plan.flats), ("extract_layer", plan.layers), ("fetch_blob", plan.blobs)):
+        for path in products:
+            store.log(rule, f"sha256:{path.name}").unlink(missing_ok=True)
+    _remove_empty_dirs(store.work / "logs" / "publish_image")
     for layer in plan.layers:
         discard(store.layer_marker(f"sha256:{layer.name}"), store.work_trash)  # the marker first
         discard(layer, store.work_trash)
     for blob in plan.blobs:
         discard(blob, store.work_trash)
+
+
+def _remove_empty_dirs(base: Path) -> None:
+    """Directories left empty below `base` (the old layout's logs, by registry and repository)."""
+    for directory, _dirs, _files in os.walk(base, topdown=False):  # deepest first
+        if directory != str(base):
+            with contextlib.suppress(OSError):  # not empty: kept
+                os.rmdir(directory)
 
 
 def finish_interrupted(store: Store, publisher: DirectoryPublisher) -> None:

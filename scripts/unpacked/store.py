@@ -44,6 +44,7 @@ from typing import Any
 
 from .reference import validate_digest
 
+_HEX_LOG = re.compile(r"^[0-9a-f]{64}\.log\Z")
 # A metadata version directory is `.<leaf>.meta/<16 hex>/` beside the name's link.
 METADATA_KEY_LENGTH = 16
 _METADATA_KEY = re.compile(rf"^[0-9a-f]{{{METADATA_KEY_LENGTH}}}\Z")
@@ -128,6 +129,16 @@ class Store:
     def beside(self, what: str) -> list[Path]:
         """The dot-named entries beside the products of one kind: staging and leftovers of killed jobs."""
         return self._glob(what, ".*")
+
+    def log(self, rule: str, digest: str) -> Path:
+        """The log of the job of `rule` (fetch_blob, extract_layer, publish_image) for a digest."""
+        return self._at(f"log.{rule}", digest)
+
+    def old_publish_logs(self) -> list[Path]:
+        """Publish logs named by a published name: the layout of one publish job per name (before
+        one per flat image), which nothing writes any more."""
+        base = self.work / "logs" / "publish_image"
+        return sorted(path for path in base.rglob("*.log") if path.parent != base or not _HEX_LOG.match(path.name))
 
     def blob(self, digest: str) -> Path:
         return self._at("blob", digest)
