@@ -76,17 +76,12 @@ def drop_stale_markers(store: Store, images: dict[str, ResolvedImage]) -> Marker
     for name, image in sorted(images.items()):
         configs.add(image.config_digest)
         layers.update(image.layer_digests)
-        try:
-            marker = load_published_marker(store, name)
-        except StateError:
-            marker = None
-            _unmark(store.published_marker(name))
-            found.append(f"{image.reference}: its publish marker is damaged; publishing it again")
-        problem = _problem(store, name, marker, flats) if marker else None
+        marker, problem = _checked(store, name, flats)
         if problem:
             _unmark(store.published_marker(name))
             found.append(f"{image.reference}: {problem}; publishing it again")
-        if not marker or problem or (marker.config_digest, marker.source_digest) != _published_as(image):
+        moved = marker and (marker.config_digest, marker.source_digest) != (image.config_digest, image.source_digest)
+        if not marker or problem or moved:  # its publish job has this name to publish
             check.to_publish.add(name)
     names_of: dict[str, list[str]] = {}
     for name, image in images.items():
@@ -110,22 +105,21 @@ def drop_stale_markers(store: Store, images: dict[str, ResolvedImage]) -> Marker
     return check
 
 
-def _published_as(image: ResolvedImage) -> tuple[str, str]:
-    """What a publish marker says once `image` is published as it resolves now."""
-    return image.config_digest, image.source_digest
-
-
 def published_problem(store: Store, name: str, flats: dict[str, bool]) -> str | None:
-    """What is wrong with the published name `name` if its marker says it is published, else None.
+    """What is wrong with the published name `name` if its marker says it is published, else None
+    (also when it has no marker: not published yet).
 
     `flats` caches which flat images exist, by config digest."""
+    return _checked(store, name, flats)[1]
+
+
+def _checked(store: Store, name: str, flats: dict[str, bool]) -> tuple[PublishedMarker | None, str | None]:
+    """The name's publish marker (None if missing or damaged) and what is wrong with it, if anything."""
     try:
         marker = load_published_marker(store, name)
     except StateError:
-        return "its publish marker is damaged"
-    if marker is None:
-        return None  # not published yet: the DAG already has its job
-    return _problem(store, name, marker, flats)
+        return None, "its publish marker is damaged"
+    return marker, _problem(store, name, marker, flats) if marker else None
 
 
 def _problem(store: Store, name: str, marker: PublishedMarker, flats: dict[str, bool]) -> str | None:
