@@ -29,7 +29,7 @@ from support import oci
 from support.proxy import Fault, FaultProxy
 from support.registry import LocalRegistry
 from support.unpack import MemorySource, resolved
-from support.workflow import Workdir, good_image, parse_jobs, published_by
+from support.workflow import Workdir, good_image, parse_jobs, published_in
 
 
 def rules_run(output: str) -> list[str]:
@@ -146,7 +146,7 @@ def test_tags_of_one_image_publish_in_one_job(workdir: Workdir, registry: LocalR
     output = done.stdout + done.stderr
     assert done.returncode == 0, output
     assert rules_run(output) == ["all", "publish_image"], output
-    assert published_by(parse_jobs(output)) == [f"{name}:1", f"{name}:latest"], output
+    assert published_in(output) == [f"{name}:1", f"{name}:latest"], output
     links = {tag: workdir.root / registry.host / repo_name / f"app:{tag}" for tag in ("1", "2", "latest")}
     flats = {links[tag].resolve() for tag in ("1", "latest")}
     assert len(flats) == 1 and (flats.pop() / "etc/id").read_text() == "both\n"
@@ -157,10 +157,10 @@ def test_tags_of_one_image_publish_in_one_job(workdir: Workdir, registry: LocalR
     before = {tag: os.stat(links[tag], follow_symlinks=False).st_ino for tag in ("1", "latest")}
     oci.push(registry, f"{repo_name}/app", "2", image)
     preview = workdir.run("-n")
-    assert published_by(parse_jobs(preview.stdout)) == [f"{name}:2"], preview.stdout
+    assert published_in(preview.stdout) == [f"{name}:2"], preview.stdout
     again = workdir.run()
     assert again.returncode == 0, again.stdout + again.stderr
-    assert published_by(parse_jobs(again.stdout + again.stderr)) == [f"{name}:2"]
+    assert published_in(again.stdout + again.stderr) == [f"{name}:2"]
     assert links["2"].resolve() == links["1"].resolve()
     after = {tag: os.stat(links[tag], follow_symlinks=False).st_ino for tag in ("1", "latest")}
     assert after == before, "the names already published are left as they are"
@@ -169,7 +169,7 @@ def test_tags_of_one_image_publish_in_one_job(workdir: Workdir, registry: LocalR
     links["latest"].unlink()
     repair = workdir.run()
     assert repair.returncode == 0, repair.stdout + repair.stderr
-    assert published_by(parse_jobs(repair.stdout + repair.stderr)) == [f"{name}:latest"]
+    assert published_in(repair.stdout + repair.stderr) == [f"{name}:latest"]
     assert links["latest"].resolve() == links["1"].resolve()
     nothing = workdir.run("-n")
     assert rules_run(nothing.stdout) == [], nothing.stdout
@@ -179,7 +179,7 @@ def test_tags_of_one_image_publish_in_one_job(workdir: Workdir, registry: LocalR
     moved = workdir.run()
     assert moved.returncode == 0, moved.stdout + moved.stderr
     assert rules_run(moved.stdout + moved.stderr) == ["all", "publish_image"], moved.stdout + moved.stderr
-    assert published_by(parse_jobs(moved.stdout + moved.stderr)) == [f"{name}:latest"]
+    assert published_in(moved.stdout + moved.stderr) == [f"{name}:latest"]
     assert (links["latest"] / "etc/id").read_text() == "moved\n"
 
     # Work directories of the version with one publish job per name have neither the job outputs nor
@@ -272,12 +272,12 @@ def test_a_name_that_cannot_be_published_stops_no_other_name_of_its_image(
     oci.push(registry, f"{repo_name}/app", "4", image)
     one = workdir.run("--config", f"only={registry.host}/{repo_name}/app:4")
     assert one.returncode == 0, one.stdout + one.stderr
-    assert published_by(parse_jobs(one.stdout + one.stderr)) == [f"{registry.host}/{repo_name}/app:4"]
+    assert published_in(one.stdout + one.stderr) == [f"{registry.host}/{repo_name}/app:4"]
     assert (workdir.root / registry.host / repo_name / "app:4" / "etc/id").read_text() == "three tags\n"
     assert not blocked.is_symlink()
 
     shutil.rmtree(blocked)
     again = workdir.run()
     assert again.returncode == 0, again.stdout + again.stderr
-    assert published_by(parse_jobs(again.stdout + again.stderr)) == [f"{registry.host}/{repo_name}/app:2"]
+    assert published_in(again.stdout + again.stderr) == [f"{registry.host}/{repo_name}/app:2"]
     assert (blocked / "etc/id").read_text() == "three tags\n"

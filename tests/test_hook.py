@@ -27,8 +27,7 @@ from support.registry import LocalRegistry, free_port
 from support.workflow import (
     SNAKEMAKE,
     good_image,
-    parse_jobs,
-    published_by,
+    published_in,
     snakemake_command,
     tree,
     workflow_env,
@@ -135,10 +134,6 @@ def wait_published(root: Path, name: str, text: str, hook: Hook) -> None:
         time.sleep(0.2)
 
 
-def publish_jobs(text: str) -> list[str]:
-    return published_by(parse_jobs(text))
-
-
 @pytest.mark.workflow
 def test_registry_notifications_sync_the_pushed_tag_only(setup: tuple[Hook, LocalRegistry, str]) -> None:
     hook, registry, secret = setup
@@ -153,7 +148,7 @@ def test_registry_notifications_sync_the_pushed_tag_only(setup: tuple[Hook, Loca
     assert time.monotonic() - started < 60
     while "hook: synced" not in hook.text()[before:]:
         time.sleep(0.1)
-    assert publish_jobs(hook.text()[before:]) == [f"{registry.host}/hooked/b:2.0"], "nothing else rebuilt"
+    assert published_in(hook.text()[before:]) == [f"{registry.host}/hooked/b:2.0"], "nothing else rebuilt"
 
     # A tag the recipe does not ask for: answered as ignored, nothing synced.
     before = len(hook.text())
@@ -187,7 +182,7 @@ def test_registry_notifications_sync_the_pushed_tag_only(setup: tuple[Hook, Loca
     assert accepted.status_code == 202 and accepted.json() == {"queued": [f"{registry.host}/hooked/a:1"], "ignored": []}
     while "hook: synced" not in hook.text()[before:]:
         time.sleep(0.1)
-    assert publish_jobs(hook.text()[before:]) == []
+    assert published_in(hook.text()[before:]) == []
 
     hook.process.send_signal(signal.SIGTERM)
     assert hook.process.wait(timeout=30) == 0

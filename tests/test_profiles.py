@@ -16,7 +16,14 @@ import yaml
 
 from support import oci
 from support.registry import LocalRegistry
-from support.workflow import REPO, SNAKEMAKE, good_image, parse_jobs, published_by, workflow_env, write_config
+from support.workflow import (
+    REPO,
+    SNAKEMAKE,
+    good_image,
+    published_in,
+    workflow_env,
+    write_config,
+)
 
 PROFILES = sorted(path.parent.name for path in (REPO / "profiles").glob("*/config.yaml"))
 CLUSTER_PROFILES = [name for name in PROFILES if name != "default"]
@@ -66,5 +73,5 @@ def test_snakemake_accepts_the_profile_in_a_dry_run(name: str, registry: LocalRe
     output = done.stdout + done.stderr
     assert done.returncode == 0, output[-3000:]
     assert f"Using workflow specific profile profiles/{name}" in output
-    assert published_by(parse_jobs(output)) == [f"{registry.host}/profiles/image:1"], output[-3000:]
+    assert published_in(output) == [f"{registry.host}/profiles/image:1"], output[-3000:]
     assert not (tmp_path / "output").exists(), "a dry-run publishes nothing"

@@ -18,7 +18,7 @@ import pytest
 from support import oci
 from support.fake_cvmfs import fake_cvmfs_hooks
 from support.registry import LocalRegistry
-from support.workflow import parse_jobs, published_by, run_workflow, write_config
+from support.workflow import published_in, run_workflow, write_config
 
 pytestmark = pytest.mark.workflow
 
@@ -216,7 +216,7 @@ def test_a_transaction_left_open_by_a_crash_is_aborted_and_its_images_published_
     assert "was left open (a crash?): aborting it" in done.stdout + done.stderr
     journal = (state / "journal").read_text().split()
     assert journal == ["begin", "commit", *INDEX, "begin", "abort", "begin", "commit", *INDEX]
-    assert published_by(parse_jobs(done.stdout + done.stderr)) == [f"{registry.host}/{names[0]}"]
+    assert published_in(done.stdout + done.stderr) == [f"{registry.host}/{names[0]}"]
     assert (root / registry.host / names[0] / "etc/id").read_text() == "0\n"
 
 

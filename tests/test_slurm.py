@@ -32,8 +32,7 @@ from support.workflow import (
     SNAKEMAKE,
     bad_diff_id_image,
     good_image,
-    parse_jobs,
-    published_by,
+    published_in,
     run_workflow,
     workflow_env,
     write_config,
@@ -104,11 +103,6 @@ def cluster_run(directory: Path, profile: str, slurm: LocalSlurm, *args: str) ->
     return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=900, check=False)
 
 
-def published_jobs(output: str) -> list[str]:
-    """The names whose publish job ran, from Snakemake's job listing."""
-    return published_by(parse_jobs(output))
-
-
 @pytest.mark.parametrize("profile", PROFILES)
 def test_sync_through_slurm_matches_a_local_run(
     profile: str, slurm: LocalSlurm, recipe: Recipe, local_root: Path, tmp_path: Path
@@ -140,7 +134,7 @@ def test_sync_through_slurm_matches_a_local_run(
     finally:
         oci.push(recipe.registry, f"{recipe.repo}/b", "1", good_image("b\n"))
     assert second.returncode == 0, (second.stdout + second.stderr)[-4000:]
-    assert published_jobs(second.stdout + second.stderr) == [f"{recipe.registry.host}/{recipe.repo}/b:1"]
+    assert published_in(second.stdout + second.stderr) == [f"{recipe.registry.host}/{recipe.repo}/b:1"]
     rebuilt = recipe.published(tmp_path / "output", "b:1") / "etc/id"
     assert rebuilt.read_text() == f"b, rebuilt for {profile}\n"
     assert len(set(slurm.jobs()) - before - set(ran)) == 1, "one Slurm job for the moved tag, none else"

@@ -15,7 +15,7 @@ import pytest
 
 from support import oci
 from support.registry import LocalRegistry
-from support.workflow import REPO, SNAKEMAKE, Workdir, good_image, parse_jobs, published_by, workflow_env
+from support.workflow import REPO, SNAKEMAKE, Workdir, good_image, published_in, workflow_env
 
 pytestmark = pytest.mark.workflow
 
@@ -26,10 +26,6 @@ def sync_one(workdir: Workdir, *refs: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         command, cwd=workdir.directory, env=workflow_env(), capture_output=True, text=True, timeout=600, check=False
     )
-
-
-def published_jobs(output: str) -> list[str]:
-    return published_by(parse_jobs(output))
 
 
 def content(workdir: Workdir, registry: LocalRegistry, repo: str, name: str) -> str:
@@ -49,7 +45,7 @@ def test_sync_one_rebuilds_that_tag_only(workdir: Workdir, registry: LocalRegist
     done = sync_one(workdir, f"{registry.host}/{repo_name}/b:1")  # asked for by the glob entry
     output = done.stdout + done.stderr
     assert done.returncode == 0, output[-3000:]
-    assert published_jobs(output) == [f"{registry.host}/{repo_name}/b:1"]
+    assert published_in(output) == [f"{registry.host}/{repo_name}/b:1"]
     assert content(workdir, registry, repo_name, "b:1") == "b, moved\n"
     assert content(workdir, registry, repo_name, "a:1") == "a, first\n", "the other image is left as it is"
     assert json.loads(resolved.read_text())["images"] == names_before, "the other image's state is kept"
@@ -63,7 +59,7 @@ def test_sync_one_rebuilds_that_tag_only(workdir: Workdir, registry: LocalRegist
     # The next whole sync brings the other image, and does not rebuild the one already synced.
     full = workdir.run()
     assert full.returncode == 0, full.stderr[-3000:]
-    assert published_jobs(full.stdout + full.stderr) == [f"{registry.host}/{repo_name}/a:1"]
+    assert published_in(full.stdout + full.stderr) == [f"{registry.host}/{repo_name}/a:1"]
     assert content(workdir, registry, repo_name, "a:1") == "a, moved\n"
 
 

@@ -25,7 +25,7 @@ from support.workflow import (
     bad_diff_id_image,
     good_image,
     parse_jobs,
-    published_by,
+    published_in,
     snakemake_command,
     tree,
 )
@@ -82,7 +82,7 @@ def test_ignored_failures_do_not_fail_the_run(workdir: Workdir, registry: LocalR
     # (and only them), and keeps the failure for `unpacked summary`.
     preview = workdir.run("-n")
     assert preview.returncode == 0, preview.stderr
-    names = published_by(parse_jobs(preview.stdout))
+    names = published_in(preview.stdout)
     assert names == [f"{registry.host}/{repo_name}/corrupt:1"], "the corrupt image only, not the good one"
     after = summary(workdir)
     assert f"{repo_name}/corrupt:1 (ignored: matches ignoreErrors)" in after.stderr and "diff_id" in after.stderr

@@ -44,6 +44,11 @@ def published_by(jobs: list[tuple[str, str]]) -> list[str]:
     return sorted(names)
 
 
+def published_in(output: str) -> list[str]:
+    """The names the publish jobs in Snakemake's `output` publish (or, with -n, would), sorted."""
+    return published_by(parse_jobs(output))
+
+
 def workflow_env(**extra: str) -> dict[str, str]:
     """The environment of a user who activated the project's virtualenv."""
     return dict(os.environ, PATH=f"{SNAKEMAKE.parent}:{os.environ['PATH']}", **extra)
