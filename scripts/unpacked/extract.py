@@ -343,7 +343,8 @@ def _extract_stream(raw: BinaryIO, rootfs: str, diff_id: str, what: str, max_byt
     tar: tarfile.TarFile | None = None
     try:
         try:
-            with tarfile.open(fileobj=io.BufferedReader(hashing, 1 << 20), mode="r|", errorlevel=2) as tar:
+            forward = ForwardReader(io.BufferedReader(hashing, 1 << 20))
+            with tarfile.open(fileobj=forward, mode="r:", errorlevel=2) as tar:
                 for member in tar:
                     current = member.name
                     try:
@@ -379,6 +380,41 @@ def _extract_stream(raw: BinaryIO, rootfs: str, diff_id: str, what: str, max_byt
     index.diff_id = diff_id
     index.compression = kind
     return index
+
+
+class ForwardReader:
+    """A stream that tarfile may seek, forward only: its random-access mode then reads straight from it.
+
+    tarfile's stream mode ("r|") passes every byte through a Python buffer filled 10 KB at a time,
+    copying it twice more: a third of the time of a layer of big files. The random-access mode ("r:")
+    only seeks to where the stream already is, or forward over padding and unread data; backwards
+    is refused, as in stream mode.
+    """
+
+    def __init__(self, inner: BinaryIO) -> None:
+        self.inner = inner
+        self.position = 0
+
+    def tell(self) -> int:
+        return self.position
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.inner.read(size)
+        self.position += len(data)
+        return data
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        if whence != os.SEEK_SET or offset < self.position:
+            raise tarfile.StreamError("seeking backwards is not allowed")
+        while self.position < offset and self.read(min(offset - self.position, 1 << 20)):
+            pass
+        return self.position
+
+    def write(self, data: bytes) -> int:
+        raise io.UnsupportedOperation("read-only")
+
+    def close(self) -> None:
+        """Nothing: the stream is the caller's to close."""
 
 
 def _only_padding_missing(tar: tarfile.TarFile | None) -> bool:
