@@ -70,6 +70,13 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=200)
     parser.add_argument("--files", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument(
+        "--images-per-job",
+        type=int,
+        nargs="+",
+        default=[16],
+        help="limits.images_per_job; several values are run alternately in each round (1: a job per image)",
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="bench-bulk-") as tmp, LocalRegistry(workdir=Path(tmp) / "reg") as reg:
@@ -77,28 +84,32 @@ def main() -> None:
         started = time.monotonic()
         recipe = populate(reg, args.images, args.files)
         print(f"pushed {len(recipe)} images in {time.monotonic() - started:.1f} s")
-        firsts, noops = [], []
+        firsts: dict[int, list[tuple[float, int, int]]] = {size: [] for size in args.images_per_job}
+        noops: dict[int, list[tuple[float, int, int]]] = {size: [] for size in args.images_per_job}
         for round_number in range(args.rounds):
-            directory = top / f"run{round_number}"
-            write_config(directory, recipe, {reg.host: {"insecure": True}})
-            first = sync(directory)
-            published = sum(1 for _ in (directory / "output" / reg.host / "bench").iterdir())
-            if published != len(recipe):
-                raise SystemExit(f"published {published} of {len(recipe)} images")
-            noop = sync(directory)
-            firsts.append(first[:3])
-            noops.append(noop[:3])
-            print(
-                f"round {round_number + 1}: first sync {first[0]:.1f} s ({first[1]} jobs, main {first[2]} MB), "
-                f"no-op {noop[0]:.1f} s ({noop[1]} jobs)"
-            )
-        wall = statistics.median(f[0] for f in firsts)
-        jobs = firsts[0][1]
-        print(f"\n{len(recipe)} images, first sync with --cores 2, median of {args.rounds}:")
-        per_image, per_job = wall / len(recipe), wall / max(jobs, 1)
-        print(f"  {wall:.1f} s, {jobs} jobs, {per_image:.3f} s per image, {per_job:.3f} s per job")
-        noop, peak = statistics.median(n[0] for n in noops), max(f[2] for f in firsts)
-        print(f"  no-op sync: {noop:.1f} s; main process peak {peak} MB")
+            for size in args.images_per_job:
+                directory = top / f"run{round_number}-{size}"
+                limits = {"images_per_job": size}
+                write_config(directory, recipe, {reg.host: {"insecure": True}}, limits=limits)
+                first = sync(directory)
+                published = sum(1 for _ in (directory / "output" / reg.host / "bench").iterdir())
+                if published != len(recipe):
+                    raise SystemExit(f"published {published} of {len(recipe)} images")
+                noop = sync(directory)
+                firsts[size].append(first[:3])
+                noops[size].append(noop[:3])
+                print(
+                    f"round {round_number + 1}, images_per_job {size}: first sync {first[0]:.1f} s "
+                    f"({first[1]} jobs, main {first[2]} MB), no-op {noop[0]:.1f} s ({noop[1]} jobs)"
+                )
+        for size in args.images_per_job:
+            wall = statistics.median(f[0] for f in firsts[size])
+            jobs = firsts[size][0][1]
+            print(f"\n{len(recipe)} images, images_per_job {size}, first sync with --cores 2, median of {args.rounds}:")
+            per_image, per_job = wall / len(recipe), wall / max(jobs, 1)
+            print(f"  {wall:.1f} s, {jobs} jobs, {per_image:.3f} s per image, {per_job:.3f} s per job")
+            noop, peak = statistics.median(n[0] for n in noops[size]), max(f[2] for f in firsts[size])
+            print(f"  no-op sync: {noop:.1f} s; main process peak {peak} MB")
 
 
 if __name__ == "__main__":

@@ -87,6 +87,14 @@ def get_only_option(wildcards):
     return plan().only_option(wildcards.hex)
 
 
+def get_batch_inputs(wildcards):
+    return plan().batch_inputs(wildcards.hex)
+
+
+def get_batch_publishing(wildcards):
+    return plan().batch_publishing(wildcards.hex)
+
+
 def start_run():
     """A run that executes jobs (never a dry-run) starts with no failure records; one that syncs
     only some tags (`only`) keeps the other images' records for the summary."""

@@ -23,3 +23,27 @@ rule publish_image:
     shell:
         "{params.unpacked} publish --settings {params.settings} --flat sha256:{wildcards.hex}"
         " --inputs {input:q} --outputs {output:q}{params.only} 2> {log}"
+
+
+rule publish_batch:
+    """Publishes several small flat images (limits.images_per_job, small_image_bytes), as their
+    own publish_image jobs would, one after the other in one process: their imports and
+    Snakemake's scheduling are paid once. Each image keeps its own failure record; one that fails
+    stops no other, and the next run forms a new job for what is left. Which images a batch holds,
+    with the inputs of each, is a state file written before the DAG (state/batches/<hex>.json).
+    """
+    input:
+        get_batch_inputs,
+    output:
+        marker=STORE.pattern("batch_published"),
+    log:
+        STORE.pattern("log.publish_batch"),
+    params:
+        unpacked=UNPACKED,
+        settings=SETTINGS,
+        names=get_batch_publishing,
+    message:
+        "publish_batch sha256:{wildcards.hex}: {params.names}"
+    shell:
+        "{params.unpacked} publish --settings {params.settings} --batch sha256:{wildcards.hex}"
+        " --inputs {input:q} --outputs {output:q} 2> {log}"

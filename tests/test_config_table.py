@@ -23,7 +23,14 @@ FILLED: list[tuple[dict[str, Any], tuple[str, ...], object]] = [
     (
         {},
         ("limits",),
-        {"manifest_bytes": 4 << 20, "config_bytes": 8 << 20, "prefetch_layer_bytes": 1 << 20, "tags_per_entry": 1000},
+        {
+            "manifest_bytes": 4 << 20,
+            "config_bytes": 8 << 20,
+            "prefetch_layer_bytes": 1 << 20,
+            "images_per_job": 16,
+            "small_image_bytes": 16 << 20,
+            "tags_per_entry": 1000,
+        },
     ),
     ({}, ("registries",), {}),
     (
@@ -109,6 +116,9 @@ def test_registry_settings(config: dict[str, Any], registry: str, key: str, valu
     ("config", "key", "value"),
     [
         ({}, "tags_per_entry", 1000),
+        ({}, "images_per_job", 16),
+        ({"limits": {"images_per_job": 1}}, "images_per_job", 1),
+        ({}, "small_image_bytes", 16 << 20),
         ({"limits": {}}, "manifest_bytes", 4 << 20),
         ({"limits": {"tags_per_entry": 5}}, "tags_per_entry", 5),
         ({"limits": {"tags_per_entry": 5}}, "config_bytes", 8 << 20),

@@ -1,5 +1,6 @@
 """flat_job.publish_flat on a small real store: how the publish job of one flat image accounts for
-names that fail, names whose failure is ignored, and inputs that stand for an ignored failure.
+names that fail, names whose failure is ignored, and inputs that stand for an ignored failure; and
+flat_job.publish_batch, the job of several small flat images.
 
 The flatten and publish steps are the job's own callables: here they record what ran, or fail."""
 
@@ -11,12 +12,13 @@ from pathlib import Path
 import yaml
 
 from unpacked.errors import PublishError
-from unpacked.flat_job import publish_flat
+from unpacked.flat_job import publish_batch, publish_flat
 from unpacked.placeholders import is_placeholder, leave_placeholders
 from unpacked.state import (
     Resolution,
     ResolvedImage,
     load_job_failures,
+    save_batch,
     save_flat_names,
     save_published_marker,
     save_resolution,
@@ -117,3 +119,33 @@ def test_only_names_are_published_and_the_others_left(tmp_path: Path) -> None:
     code = publish_flat(settings, store, IMAGE.config_digest, ([], [output]), [NAMES[1]], lambda *_: None, publish)
     assert code == 0 and published == [NAMES[1]]
     assert not store.published_marker(NAMES[0]).exists()
+
+
+def test_a_flat_image_of_a_batch_that_fails_stops_no_other(tmp_path: Path) -> None:
+    settings, store, _ = store_with(tmp_path, ignored=[])
+    other = oci.build_image([oci.TarLayer().add_file("etc/id", b"other\n").tar_bytes()])
+    store.flat_names(other.config_digest).write_text("{")  # damaged: fails outside any name's bookkeeping
+    batch = save_batch(store, {IMAGE.config_digest: [], other.config_digest: []})
+    published: list[str] = []
+
+    def publish(image: ResolvedImage) -> None:
+        save_published_marker(store, image)
+        published.append(image.name)
+
+    output = store.batch_published(batch)
+    code = publish_batch(settings, store, batch, [output], lambda *_: None, publish)
+    assert code == 1 and sorted(published) == sorted(NAMES), "the other flat image is published all the same"
+    assert store.flat_published(IMAGE.config_digest).exists(), "as its own job would, it wrote its output"
+    assert not store.flat_published(other.config_digest).exists() and not output.exists()
+    own_log = store.log("publish_image", other.config_digest).read_text()
+    assert f"{store.flat_names(other.config_digest)}: missing or damaged" in own_log, own_log
+
+
+def test_a_batch_whose_flat_images_all_succeed_writes_its_output(tmp_path: Path) -> None:
+    settings, store, _ = store_with(tmp_path, ignored=[])
+    batch = save_batch(store, {IMAGE.config_digest: []})
+    assert save_batch(store, {IMAGE.config_digest: []}) == batch, "named by its content"
+    output = store.batch_published(batch)
+    code = publish_batch(settings, store, batch, [output], lambda *_: None, lambda i: save_published_marker(store, i))
+    assert code == 0 and json.loads(output.read_text())["flats"] == [IMAGE.config_digest]
+    assert all(store.published_marker(name).exists() for name in NAMES)

@@ -166,3 +166,29 @@ def test_leftovers_of_killed_jobs_are_collected_and_aliased_flats_kept(
     assert not (run / "work/logs/publish_image" / registry.host).exists(), "old logs and their directories go"
     assert old_flat.is_dir() and (alias / "etc/id").read_text() == "old\n", "a flat some link points to stays"
     assert (link / "etc/id").read_text() == "new\n"
+
+
+def test_batches_of_earlier_runs_are_collected_after_grace(
+    tmp_path: Path, registry: LocalRegistry, repo_name: str
+) -> None:
+    """A run's batches of small images (their files, outputs and logs) are only that run's plan:
+    collected once older than the grace period, with nothing to redo."""
+    run = tmp_path / "run"
+    for name in ("a", "b"):
+        oci.push(registry, f"{repo_name}/{name}", "1", image(f"{name}\n"))
+    configure(run, registry, [f"{repo_name}/a:1", f"{repo_name}/b:1"])
+    sync(run)
+    kinds = ("work/state/batches", "work/published_batches", "work/logs/publish_batch")
+    made = [path for kind in kinds for path in (run / kind).iterdir()]
+    assert len(made) == 3, made  # the two images shared one job
+
+    kept = gc(run, "--grace-days", "7")
+    assert kept.returncode == 0, kept.stderr
+    assert all(path.exists() for path in made), "younger than the grace period"
+    done = gc(run, "--grace-days", "0")
+    assert done.returncode == 0, done.stderr
+    assert not any(path.exists() for path in made), done.stderr
+    for name in ("a", "b"):
+        assert (run / "output" / registry.host / repo_name / f"{name}:1" / "etc/id").read_text() == f"{name}\n"
+    again = run_workflow(run, "-n")
+    assert again.returncode == 0 and parse_jobs(again.stdout) == [], again.stdout + again.stderr

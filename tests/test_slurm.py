@@ -122,9 +122,11 @@ def test_sync_through_slurm_matches_a_local_run(
         assert differences == [], f"{name}: {compare.report(differences)}"
     assert not (tmp_path / "output" / recipe.registry.host / recipe.repo / "corrupt:1").exists()
     ran = {job: text for job, text in slurm.jobs().items() if job not in before}
-    # fetch of the 2 MiB base layer, its extraction (two images share it), one publish job per name
+    # The fetch of the 2 MiB base layer and its extraction (two images share it), then one publish
+    # job for the two images over it and one for the three small ones (limits.images_per_job): that
+    # one fails, for the corrupt image, once it published the other two.
     states = sorted(text.split()[0] for text in ran.values())
-    assert states == ["COMPLETED"] * 6 + ["FAILED"], ran
+    assert states == ["COMPLETED"] * 3 + ["FAILED"], ran
 
     # A tag moves upstream; the corrupt entry is dropped: only b:1 is rebuilt, and the run succeeds.
     oci.push(recipe.registry, f"{recipe.repo}/b", "1", good_image(f"b, rebuilt for {profile}\n"))
@@ -201,7 +203,11 @@ def test_sbatch_jobs_run_their_rules_commands_without_snakemake(
     `unpacked cluster-job`, exactly the command its rule's shell would (rules/*.smk), with the
     rule's log, and no Snakemake starts on the node."""
     missing = f"http://{recipe.registry.host}/{recipe.repo}/no-such-image:1"  # a report_unresolved job
-    write_config(tmp_path, [*recipe.entries(corrupt=False), missing], {recipe.registry.host: {"insecure": True}})
+    # a:1 and b:1 share a publish_batch job; the shared images, over their 2 MiB base layer, are
+    # made too big for one (small_image_bytes), so they have a publish_image job each.
+    limits = {"small_image_bytes": 1 << 20}
+    entries = [*recipe.entries(corrupt=False), missing]
+    write_config(tmp_path, entries, {recipe.registry.host: {"insecure": True}}, limits=limits)
     before = set(slurm.jobs())
     done = cluster_run(tmp_path, "slurm-sbatch", slurm, "--verbose", "--printshellcmds")
     output = done.stdout + done.stderr

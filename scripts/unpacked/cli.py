@@ -104,8 +104,9 @@ def flatten_for(store: Store, image: ResolvedImage) -> None:
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
-    """The publish job of one flat image: each of its names is a unit of work of its own."""
-    from .flat_job import publish_flat
+    """The publish job of one flat image, or of a batch of small ones: each of their names is a unit
+    of work of its own."""
+    from .flat_job import publish_batch, publish_flat
     from .publish import make_publisher
     from .sync import publish_image
 
@@ -113,15 +114,13 @@ def cmd_publish(args: argparse.Namespace) -> int:
     store = store_for(settings)
     # Made by the first name's publish step: a failure there is that name's, recorded as such.
     publisher = functools.cache(lambda: make_publisher(settings, store))
-    return publish_flat(
-        settings,
-        store,
-        args.flat,
-        (args.inputs, args.outputs),
-        args.only,
-        flatten_for,
-        lambda image: publish_image(store, publisher(), image),
-    )
+
+    def publish(image: ResolvedImage) -> None:
+        publish_image(store, publisher(), image)
+
+    if args.batch:
+        return publish_batch(settings, store, args.batch, args.outputs, flatten_for, publish)
+    return publish_flat(settings, store, args.flat, (args.inputs, args.outputs), args.only, flatten_for, publish)
 
 
 def cmd_resolve(args: argparse.Namespace) -> None:
@@ -376,7 +375,9 @@ def parser() -> argparse.ArgumentParser:
     flatten = job("flatten", cmd_flatten, "build one flat image")
     flatten.add_argument("--image", required=True)
     publish = job("publish", cmd_publish, "build one flat image (unless built) and publish its names")
-    publish.add_argument("--flat", required=True, help="the image's config digest, sha256:<hex>")
+    which = publish.add_mutually_exclusive_group(required=True)
+    which.add_argument("--flat", help="the image's config digest, sha256:<hex>")
+    which.add_argument("--batch", help="the digest of a batch of small images (state/batches/<hex>.json)")
     publish.add_argument("--only", nargs="+", metavar="NAME", help="publish these names of it only (sync-one)")
     summary = job("summary", cmd_summary, "print this run's failures")
     summary.add_argument("--resolution-only", action="store_true", help="only entries that failed to resolve")

@@ -62,6 +62,16 @@ def _publish_image(job: Properties) -> list[str]:
     ]
 
 
+def _publish_batch(job: Properties) -> list[str]:
+    return [
+        "publish",
+        *("--settings", job["params"]["settings"]),
+        *("--batch", f"sha256:{job['wildcards']['hex']}"),
+        *("--inputs", *job["input"]),
+        *("--outputs", *job["output"]),
+    ]
+
+
 def _report_unresolved(job: Properties) -> list[str]:
     return ["summary", "--settings", job["params"]["settings"], "--resolution-only"]
 
@@ -72,6 +82,7 @@ COMMANDS: dict[str, Callable[[Properties], list[str]]] = {
     "fetch_blob": _fetch_blob,
     "extract_layer": _extract_layer,
     "publish_image": _publish_image,
+    "publish_batch": _publish_batch,
     "report_unresolved": _report_unresolved,
 }
 

@@ -9,16 +9,19 @@ a job published one name, so one name that cannot be published does not stop the
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 from .errors import UnpackedError
+from .fsutil import json_bytes
 from .jobs import Job, Steps, run_job
 from .placeholders import failed_inputs, leave_placeholders
-from .state import ResolvedImage, is_published, load_flat_names, load_image, save_flat_published
+from .safefs import write_atomic
+from .state import FORMAT, ResolvedImage, is_published, load_batch, load_flat_names, load_image, save_flat_published
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -97,6 +100,56 @@ def publish_flat(
     # Every failure only touched images that match ignoreErrors: the run goes on, the next one retries.
     leave_placeholders(store, outputs, "a name of this image failed (ignored: it matches ignoreErrors)")
     return 0
+
+
+def publish_batch(
+    settings: dict[str, Any],
+    store: Store,
+    batch_digest: str,
+    outputs: list[Path],
+    flatten: Callable[[Store, ResolvedImage], None],
+    publish: Callable[[ResolvedImage], None],
+) -> int:
+    """Publish each flat image of a batch as its own job would (`publish_flat`, with its own inputs
+    and output), one after the other; return the job's exit code.
+
+    One that fails stops no other. The batch's output is written once every one of them wrote its
+    own (published, or a placeholder for an ignored failure); otherwise the next run forms a new
+    batch of what is left.
+    """
+    flats = load_batch(store, batch_digest)
+    worst = 0
+    for config_digest, inputs in flats.items():
+        job_files = ([Path(path) for path in inputs], [store.flat_published(config_digest)])
+        with _also_logged_to(store.log("publish_image", config_digest)):
+            try:
+                code = publish_flat(settings, store, config_digest, job_files, None, flatten, publish)
+            except (UnpackedError, OSError) as err:  # outside any name's bookkeeping: its state is damaged
+                log.error("%s: not published: %s", config_digest, err)
+                code = 1
+        worst = max(worst, code)
+    if worst:
+        return worst
+    document = {"flats": sorted(flats), "format": FORMAT}
+    for path in outputs:
+        write_atomic(path, json_bytes(document))
+    return 0
+
+
+@contextlib.contextmanager
+def _also_logged_to(path: Path) -> Iterator[None]:
+    """What is logged meanwhile also goes to `path` (rewritten): the log of a flat image in a batch
+    is where its own job would have written it, logs/publish_image/<hex>.log."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    root = logging.getLogger()
+    handler = logging.FileHandler(path, mode="w")
+    handler.setFormatter(next((other.formatter for other in root.handlers if other.formatter), None))  # the job's
+    root.addHandler(handler)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        handler.close()
 
 
 def _publish_name(store: Store, name: str, config_digest: str, publish: Callable[[ResolvedImage], None]) -> None:

@@ -163,7 +163,8 @@ def plan_collect(store: Store, grace_days: float) -> Plan:
 
 
 def _leftovers(store: Store) -> list[Path]:
-    """Dot-named entries killed jobs left beside the products, and the settings files of old runs."""
+    """Dot-named entries killed jobs left beside the products, the settings files of old runs, and
+    the batches (and their outputs and logs) of earlier runs."""
     found = [
         path
         for what in ("root.flat", "built_flat", "layer", "blob")
@@ -177,6 +178,8 @@ def _leftovers(store: Store) -> list[Path]:
         current = b""
     found += [p for p in store.on_disk("run_settings") if p.read_bytes() != current]
     found += store.old_publish_logs()
+    # Batches of small images (workflow.Plan.form_batches): formed anew by every run that has some.
+    found += [path for what in ("batch", "batch_published", "log.publish_batch") for path in store.on_disk(what)]
     return sorted(found)
 
 

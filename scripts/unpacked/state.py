@@ -18,6 +18,7 @@ it changed, so Snakemake's checksums see exactly the images that changed.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -233,6 +234,27 @@ def save_flat_published(store: Store, config_digest: str, names: list[str], path
     """The output of the flat image's publish job (`path`, by default the Store's): its names."""
     document = {"config_digest": config_digest, "names": names, "format": FORMAT}
     write_atomic(path or store.flat_published(config_digest), json_bytes(document))
+
+
+def save_batch(store: Store, flats: dict[str, list[str]]) -> str:
+    """Write a batch of flat images (config digest -> the inputs of its publish job); its digest.
+
+    Named by its content: the same flat images with the same inputs are the same batch, in a
+    dry-run and in the run after it."""
+    document = {"flats": dict(sorted(flats.items())), "format": FORMAT}
+    data = json_bytes(document)
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    write_if_changed(store.batch(digest), data)
+    return digest
+
+
+def load_batch(store: Store, batch_digest: str) -> dict[str, list[str]]:
+    """The flat images of a batch and the inputs of each (config digest -> paths)."""
+    path = store.batch(batch_digest)
+    document = _read(path)
+    if document is None or not isinstance(document.get("flats"), dict):
+        raise StateError(f"{path}: missing or damaged; run the sync again (it is written before the DAG)")
+    return {str(config): [str(item) for item in inputs] for config, inputs in document["flats"].items()}
 
 
 def image_paths(store: Store) -> list[Path]:

@@ -67,10 +67,13 @@ WORK_LAYOUT = {
     "flat_published": "published_flats/{hex}.json",
     "state": "state/images/{name}.json",
     "flat_names": "state/flats/{hex}.json",
+    "batch": "state/batches/{hex}.json",
+    "batch_published": "published_batches/{hex}.json",
     "unresolved": "failures/unresolved",
     "log.fetch_blob": "logs/fetch_blob/{hex}.log",
     "log.extract_layer": "logs/extract_layer/{xx}/{hex}.log",
     "log.publish_image": "logs/publish_image/{hex}.log",
+    "log.publish_batch": "logs/publish_batch/{hex}.log",
     "log.report_unresolved": "logs/report_unresolved.log",
     "log.report_views": "logs/report_views.log",
     "run_settings": "state/settings/{name}.json",
@@ -244,6 +247,15 @@ class Store:
         """The publish job's output: every name of this flat image was published by it. Only while
         each of those names still has its own marker (`markers.py` removes it otherwise)."""
         return self._at("flat_published", config_digest)
+
+    def batch(self, batch_digest: str) -> Path:
+        """Which small flat images one publish job takes, with each one's inputs (written before the
+        DAG, named by the digest of its content)."""
+        return self._at("batch", batch_digest)
+
+    def batch_published(self, batch_digest: str) -> Path:
+        """The output of the publish job of a batch: every flat image of it was published."""
+        return self._at("batch_published", batch_digest)
 
     def flat_marker(self, config_digest: str) -> Path:
         """Written once the flat image is complete under its final name (by the publish job of its

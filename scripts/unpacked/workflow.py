@@ -29,7 +29,15 @@ from .recipe import Recipe, load_recipe
 from .reference import parse_reference
 from .resolve import Resolver
 from .safefs import write_if_changed
-from .state import Resolution, ResolvedImage, load_resolution, save_flat_names, save_flat_published
+from .state import (
+    Resolution,
+    ResolvedImage,
+    load_batch,
+    load_resolution,
+    save_batch,
+    save_flat_names,
+    save_flat_published,
+)
 from .store import Store, digest_hex, store_for
 
 log = logging.getLogger(__name__)
@@ -52,6 +60,8 @@ class Plan:
     names_of_flat: dict[str, list[str]] = field(default_factory=dict)  # config hex -> its names, sorted
     # Names whose publish job has work to do, as the check before the DAG found (main process only).
     to_publish: set[str] | None = None
+    # Small flat images that share a publish job (`form_batches`): config hex -> the batch's digest.
+    batch_of: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name, image in sorted(self.resolution.images.items()):
@@ -76,7 +86,7 @@ class Plan:
             names = [name for name in names if self.resolution.images[name].reference in self.only]
             failures = [failure for failure in failures if failure.reference in self.only]
         configs = sorted({self.resolution.images[name].config_digest for name in names})
-        targets = [str(self.store.flat_published(config)) for config in configs]
+        targets = list(dict.fromkeys(self._job_output(config) for config in configs))
         if failures:
             targets.append(str(self.store.unresolved))
         # The report's files, once a run wrote them: in the DAG for `snakemake --report`, never a job.
@@ -84,6 +94,11 @@ class Plan:
         if all(path.exists() for path in views):
             targets += [str(path) for path in views]
         return targets
+
+    def _job_output(self, config_digest: str) -> str:
+        """The output of the job that publishes a flat image: its own, or its batch's."""
+        batch = self.batch_of.get(digest_hex(config_digest))
+        return str(self.store.batch_published(batch) if batch else self.store.flat_published(config_digest))
 
     def _image_of_flat(self, hexd: str) -> ResolvedImage:
         """The image a flat image is built from: its first name's (tags of one image share it)."""
@@ -128,11 +143,14 @@ class Plan:
             if self.to_publish is not None and not self.to_publish.intersection(names):
                 self._mark_done(hexd)
 
+    def inputs_of(self, hexd: str) -> list[str]:
+        """Every input of the publish job of flat image `hexd`."""
+        return [*self.layers_of(hexd), self.config_blob_of(hexd), self.flat_names_of(hexd)]
+
     def _mark_done(self, hexd: str) -> None:
         """Write the publish job's output unless it is newer than each of the job's inputs."""
-        inputs = [*self.layers_of(hexd), self.config_blob_of(hexd), self.flat_names_of(hexd)]
         try:
-            newest = max(os.stat(path).st_mtime for path in inputs)
+            newest = max(os.stat(path).st_mtime for path in self.inputs_of(hexd))
         except FileNotFoundError:
             return  # an input is made by a job of this run: Snakemake runs it, then this one
         config = self._image_of_flat(hexd).config_digest
@@ -140,6 +158,52 @@ class Plan:
             if os.stat(self.store.flat_published(config)).st_mtime >= newest:
                 return
         save_flat_published(self.store, config, self.names_of_flat[hexd])
+
+    def form_batches(self) -> None:
+        """Give small flat images with names to publish to shared publish jobs, up to
+        `limits.images_per_job` each (main process, before the DAG; after `save_flat_names`).
+
+        A job's process costs more than a small image (its imports alone), and Snakemake schedules
+        thousands of ready jobs slowly. Images share a job only with images that wait for the same
+        jobs of this run (say, the extraction of their shared base layer): a failed upstream job
+        (a blob that cannot be fetched) then stops no image that would not have stopped anyway.
+        Not in `only` runs (a few images, and the job must leave the others alone). Each batch is a
+        state file named by its content, so a dry-run and the run after it form the same jobs; its
+        output is removed here, as its images have work to do.
+        """
+        most = self.settings["limits"]["images_per_job"]
+        if most < 2 or self.to_publish is None or self.only is not None:
+            return
+        small = self.settings["limits"]["small_image_bytes"]
+        waiting_for: dict[tuple[str, ...], list[str]] = {}
+        for hexd, names in sorted(self.names_of_flat.items()):
+            if not self.to_publish.intersection(names):
+                continue
+            if sum(layer.size for layer in self._image_of_flat(hexd).layers) > small:
+                continue
+            inputs = self.inputs_of(hexd)
+            pending = tuple(sorted(path for path in inputs if not os.path.exists(path)))
+            waiting_for.setdefault(pending, []).append(hexd)
+        for group in waiting_for.values():
+            for start in range(0, len(group), most):
+                chunk = group[start : start + most]
+                if len(chunk) < 2:
+                    break  # one image alone keeps its own job
+                batch = save_batch(self.store, {f"sha256:{hexd}": self.inputs_of(hexd) for hexd in chunk})
+                self.store.batch_published(batch).unlink(missing_ok=True)
+                self.batch_of.update(dict.fromkeys(chunk, batch))
+
+    def batch_inputs(self, batch_hex: str) -> list[str]:
+        """The inputs of a batch's publish job: those of each of its flat images, and the batch file."""
+        flats = load_batch(self.store, f"sha256:{batch_hex}")
+        paths = dict.fromkeys(path for inputs in flats.values() for path in inputs)
+        return [*paths, str(self.store.batch(f"sha256:{batch_hex}"))]
+
+    def batch_publishing(self, batch_hex: str) -> str:
+        """What the publish job of a batch will change, for its message (a dry-run shows them)."""
+        flats = load_batch(self.store, f"sha256:{batch_hex}")
+        names = [name for config in flats for name in self._changing(digest_hex(config))]
+        return f"{len(flats)} images: " + _shown(names)
 
     def only_option(self, hexd: str) -> str:
         """` --only NAME ...` for the publish job's command when this run syncs some tags only, else
@@ -155,16 +219,26 @@ class Plan:
             return names
         return [name for name in names if self.resolution.images[name].reference in self.only]
 
-    def publishing(self, hexd: str, most: int = 20) -> str:
+    def publishing(self, hexd: str) -> str:
         """What the publish job of flat image `hexd` will change, for the job's message (a dry-run
         shows exactly these names)."""
+        names = self._changing(hexd)
+        if not names:
+            return "none of its names to change; an input of the job changed (a layer extracted again)"
+        return _shown(names)
+
+    def _changing(self, hexd: str) -> list[str]:
+        """The names of flat image `hexd` its publish job publishes (known in the main process)."""
         names = self._wanted(hexd)
-        if self.to_publish is not None:
-            names = [name for name in names if name in self.to_publish]
-            if not names:
-                return "none of its names to change; an input of the job changed (a layer extracted again)"
-        shown = ", ".join(names[:most])
-        return shown + (f" and {len(names) - most} more" if len(names) > most else "")
+        if self.to_publish is None:
+            return names
+        return [name for name in names if name in self.to_publish]
+
+
+def _shown(names: list[str], most: int = 20) -> str:
+    """Names for a job's message: the first `most` of them, then how many more."""
+    shown = ", ".join(names[:most])
+    return shown + (f" and {len(names) - most} more" if len(names) > most else "")
 
 
 def show_progress() -> None:
@@ -354,6 +428,7 @@ def _build_plan(configured: Configured) -> Plan:
         atexit.register(record_run_at_exit, settings_path, store.run_journal.resolve(), Path.cwd())
     plan = Plan(settings, store, resolution, settings_path, only, to_publish=check.to_publish)
     plan.save_flat_names()
+    plan.form_batches()
     return plan
 
 

@@ -20,7 +20,9 @@ UNMARKED_TEST: str | None = None
 
 
 # A publish job shows its message: the flat image and the names it will publish (rules/publish.smk).
-PUBLISH_JOB = re.compile(r"^Job \d+: publish_image (sha256:[0-9a-f]{64}): (.*)$")
+PUBLISH_JOB = re.compile(r"^Job \d+: (publish_image|publish_batch) (sha256:[0-9a-f]{64}): (.*)$")
+# A batch's message starts with how many images it holds.
+BATCH_COUNT = re.compile(r"^\d+ images: ")
 
 
 def parse_jobs(text: str) -> list[tuple[str, str]]:
@@ -32,7 +34,7 @@ def parse_jobs(text: str) -> list[tuple[str, str]]:
         if match := re.match(r"^(?:local)?rule (\w+):$", line):
             jobs.append((match.group(1), ""))
         elif match := PUBLISH_JOB.match(line):
-            jobs.append(("publish_image", match.group(2)))
+            jobs.append((match.group(1), BATCH_COUNT.sub("", match.group(3))))
         elif (match := re.match(r"^wildcards: (.*)$", line)) and jobs and jobs[-1][1] == "":
             jobs[-1] = (jobs[-1][0], match.group(1))
     return jobs
@@ -40,7 +42,8 @@ def parse_jobs(text: str) -> list[tuple[str, str]]:
 
 def published_by(jobs: list[tuple[str, str]]) -> list[str]:
     """The names the publish jobs among `jobs` publish, sorted (a message lists up to 20 of them)."""
-    names = [name for rule, detail in jobs if rule == "publish_image" for name in detail.split(", ")]
+    publishing = ("publish_image", "publish_batch")
+    names = [name for rule, detail in jobs if rule in publishing for name in detail.split(", ")]
     return sorted(names)
 
 
