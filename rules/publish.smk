@@ -46,4 +46,4 @@ rule publish_batch:
         "publish_batch sha256:{wildcards.hex}: {params.names}"
     shell:
         "{params.unpacked} publish --settings {params.settings} --batch sha256:{wildcards.hex}"
-        " --inputs {input:q} --outputs {output:q} 2> {log}"
+        " --outputs {output:q} 2> {log}"

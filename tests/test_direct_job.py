@@ -18,6 +18,8 @@ from typing import Any
 import pytest
 
 from unpacked import direct_job
+from unpacked.state import save_batch
+from unpacked.store import Store
 
 from support.workflow import SNAKEMAKE
 
@@ -120,6 +122,34 @@ def test_a_publish_job_runs_the_publish_command_of_its_flat_image() -> None:
         *("--inputs", LAYER, f"blobs/sha256/{CONFIG}", f"state/flats/{CONFIG}.json"),
         *("--outputs", f"published_flats/{CONFIG}.json"),
     ]
+
+
+def test_a_batch_job_past_100_inputs_waits_for_those_of_its_batch_file(tmp_path: Path) -> None:
+    """Snakemake leaves `input` out of the properties past 100 files; a batch of images with several
+    layers each has that many. The job still runs directly, waiting for what its batch file lists."""
+    store = Store(tmp_path / "work", tmp_path / "output")
+    inputs = {f"sha256:{n:064x}": [f"work/layers/ab/{n}/layer.json", f"work/blobs/sha256/{n}"] for n in range(60)}
+    batch = save_batch(store, inputs)
+    (tmp_path / "settings.json").write_text(json.dumps({"work_dir": str(store.work), "output_root": str(store.root)}))
+    job = {
+        "rule": "publish_batch",
+        "input": None,
+        "output": [str(store.batch_published(batch))],
+        "wildcards": {"hex": batch.split(":")[1]},
+        "params": {"unpacked": "unpacked", "settings": str(tmp_path / "settings.json"), "names": "60 images: ..."},
+        "log": ["logs/batch.log"],
+    }
+    arguments = direct_job.command_of(job)
+    assert arguments == [
+        *("publish", "--settings", str(tmp_path / "settings.json"), "--batch", batch),
+        *("--outputs", str(store.batch_published(batch))),
+    ]
+    expected = [path for paths in inputs.values() for path in paths]
+    assert job["input"] == [*expected, str(store.batch(batch))] and len(job["input"]) == 121
+
+    job["params"]["settings"] = str(tmp_path / "no-such-settings.json")  # the batch cannot be read
+    job["input"] = None
+    assert direct_job.command_of(job) is None, "Snakemake's own job script runs it"
 
 
 def test_slurm_submit_needs_a_job_script() -> None:

@@ -63,13 +63,27 @@ def _publish_image(job: Properties) -> list[str]:
 
 
 def _publish_batch(job: Properties) -> list[str]:
+    # No --inputs: the job reads each image's inputs from its batch file.
     return [
         "publish",
         *("--settings", job["params"]["settings"]),
         *("--batch", f"sha256:{job['wildcards']['hex']}"),
-        *("--inputs", *job["input"]),
         *("--outputs", *job["output"]),
     ]
+
+
+def _batch_inputs(job: Properties) -> list[str] | None:
+    """The inputs of a publish_batch job, from its batch file: a batch of images with several
+    layers each easily has more than the 100 inputs Snakemake writes into the properties."""
+    from .errors import UnpackedError
+    from .state import batch_inputs
+    from .store import store_for
+
+    try:
+        settings = json.loads(Path(job["params"]["settings"]).read_text())
+        return batch_inputs(store_for(settings), f"sha256:{job['wildcards']['hex']}")
+    except (OSError, ValueError, KeyError, TypeError, UnpackedError):
+        return None  # Snakemake's own job script then runs it
 
 
 def _report_unresolved(job: Properties) -> list[str]:
@@ -90,6 +104,8 @@ COMMANDS: dict[str, Callable[[Properties], list[str]]] = {
 def command_of(job: Properties) -> list[str] | None:
     """The `unpacked` arguments of this job, or None when Snakemake must run it."""
     build = COMMANDS.get(job.get("rule", ""))
+    if job.get("rule") == "publish_batch" and job.get("input") is None and job.get("params") is not None:
+        job["input"] = _batch_inputs(job)
     # Snakemake leaves params out when they are not JSON, and input/output past 100 files.
     if build is None or any(job.get(key) is None for key in ("params", "input", "output")):
         return None

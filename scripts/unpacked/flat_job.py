@@ -121,12 +121,12 @@ def publish_batch(
     worst = 0
     for config_digest, inputs in flats.items():
         job_files = ([Path(path) for path in inputs], [store.flat_published(config_digest)])
-        with _also_logged_to(store.log("publish_image", config_digest)):
-            try:
-                code = publish_flat(settings, store, config_digest, job_files, None, flatten, publish)
-            except (UnpackedError, OSError) as err:  # outside any name's bookkeeping: its state is damaged
-                log.error("%s: not published: %s", config_digest, err)
-                code = 1
+        try:
+            with _also_logged_to(store.log("publish_image", config_digest)):
+                code = _publish_one(settings, store, config_digest, job_files, flatten, publish)
+        except OSError as err:  # its log cannot be opened (a full disk): the next image may still fit
+            log.error("%s: not published: cannot write its log: %s", config_digest, err)
+            code = 1
         worst = max(worst, code)
     if worst:
         return worst
@@ -134,6 +134,23 @@ def publish_batch(
     for path in outputs:
         write_atomic(path, json_bytes(document))
     return 0
+
+
+def _publish_one(
+    settings: dict[str, Any],
+    store: Store,
+    config_digest: str,
+    job_files: tuple[list[Path], list[Path]],
+    flatten: Callable[[Store, ResolvedImage], None],
+    publish: Callable[[ResolvedImage], None],
+) -> int:
+    """`publish_flat` for one image of a batch; an error outside any name's bookkeeping (damaged
+    state) fails this image only."""
+    try:
+        return publish_flat(settings, store, config_digest, job_files, None, flatten, publish)
+    except Exception as err:
+        log.error("%s: not published: %s: %s", config_digest, type(err).__name__, err)
+        return 1
 
 
 @contextlib.contextmanager

@@ -257,6 +257,13 @@ def load_batch(store: Store, batch_digest: str) -> dict[str, list[str]]:
     return {str(config): [str(item) for item in inputs] for config, inputs in document["flats"].items()}
 
 
+def batch_inputs(store: Store, batch_digest: str) -> list[str]:
+    """The inputs of a batch's publish job: those of each of its flat images, and the batch file."""
+    flats = load_batch(store, batch_digest)
+    paths = dict.fromkeys(path for inputs in flats.values() for path in inputs)
+    return [*paths, str(store.batch(batch_digest))]
+
+
 def image_paths(store: Store) -> list[Path]:
     """Every state file on disk, also of images the last resolution did not reach."""
     return store.state_files()

@@ -8,6 +8,8 @@ every path the workflow reads or writes: the rules take their patterns from `Sto
 <work>/published_flats/<config hex>.json   output of the publish job of one flat image's names
 <work>/state/images/<name>.json       resolved state of one published name
 <work>/state/flats/<config hex>.json  the names that point to one flat image (its publish job's input)
+<work>/state/batches/<hex>.json       small flat images one publish_batch job takes, with their inputs
+<work>/published_batches/<hex>.json   output of a publish_batch job
 <work>/state/resolved.json            the images of this run and the resolution failures
 <work>/state/settings.json            the settings of the last run (for operator commands)
 <work>/state/settings/<hex>.json      the settings a run's jobs read, named by their digest

@@ -32,6 +32,7 @@ from .safefs import write_if_changed
 from .state import (
     Resolution,
     ResolvedImage,
+    batch_inputs,
     load_batch,
     load_resolution,
     save_batch,
@@ -194,10 +195,7 @@ class Plan:
                 self.batch_of.update(dict.fromkeys(chunk, batch))
 
     def batch_inputs(self, batch_hex: str) -> list[str]:
-        """The inputs of a batch's publish job: those of each of its flat images, and the batch file."""
-        flats = load_batch(self.store, f"sha256:{batch_hex}")
-        paths = dict.fromkeys(path for inputs in flats.values() for path in inputs)
-        return [*paths, str(self.store.batch(f"sha256:{batch_hex}"))]
+        return batch_inputs(self.store, f"sha256:{batch_hex}")
 
     def batch_publishing(self, batch_hex: str) -> str:
         """What the publish job of a batch will change, for its message (a dry-run shows them)."""
