@@ -29,12 +29,7 @@ from support import oci
 from support.proxy import Fault, FaultProxy
 from support.registry import LocalRegistry
 from support.unpack import MemorySource, resolved
-from support.workflow import Workdir, good_image, parse_jobs, published_in
-
-
-def rules_run(output: str) -> list[str]:
-    """The rule of every job a Snakemake run (or dry-run) printed, sorted."""
-    return sorted(rule for rule, _ in parse_jobs(output))
+from support.workflow import Workdir, good_image, published_in, rules_run
 
 
 @pytest.mark.workflow

@@ -11,6 +11,8 @@ import pytest
 from unpacked.config import registry_settings, schema, validate_config
 from unpacked.errors import ConfigError
 
+from support.defaults import DEFAULT_LIMITS
+
 
 def test_defaults_filled() -> None:
     config = validate_config({})
@@ -23,14 +25,7 @@ def test_defaults_filled() -> None:
         "only": "",
         "resolve_workers": 8,
         "publisher": {"type": "directory"},
-        "limits": {
-            "manifest_bytes": 4 << 20,
-            "config_bytes": 8 << 20,
-            "prefetch_layer_bytes": 1 << 20,
-            "images_per_job": 16,
-            "small_image_bytes": 16 << 20,
-            "tags_per_entry": 1000,
-        },
+        "limits": DEFAULT_LIMITS,
         "registries": {},
     }
 

@@ -11,6 +11,8 @@ from unpacked.config import limit_settings, registry_settings, validate_config
 from unpacked.errors import ConfigError
 from unpacked.workflow import parse_offline
 
+from support.defaults import DEFAULT_LIMITS
+
 # (config, where a setting is once validated, its value)
 FILLED: list[tuple[dict[str, Any], tuple[str, ...], object]] = [
     ({}, ("recipe",), "config/recipe.yaml"),
@@ -20,18 +22,7 @@ FILLED: list[tuple[dict[str, Any], tuple[str, ...], object]] = [
     ({}, ("offline",), False),
     ({}, ("resolve_workers",), 8),
     ({}, ("publisher",), {"type": "directory"}),
-    (
-        {},
-        ("limits",),
-        {
-            "manifest_bytes": 4 << 20,
-            "config_bytes": 8 << 20,
-            "prefetch_layer_bytes": 1 << 20,
-            "images_per_job": 16,
-            "small_image_bytes": 16 << 20,
-            "tags_per_entry": 1000,
-        },
-    ),
+    ({}, ("limits",), DEFAULT_LIMITS),
     ({}, ("registries",), {}),
     (
         {"registries": {"q.io": {}}},

@@ -14,7 +14,7 @@ import pytest
 
 from support import oci
 from support.registry import LocalRegistry
-from support.workflow import Workdir, bad_diff_id_image, good_image, parse_jobs, published_in
+from support.workflow import Workdir, bad_diff_id_image, good_image, published_in, rules_run
 
 BATCH_JOB = re.compile(r"Job \d+: publish_batch (sha256:[0-9a-f]{64}): (\d+) images: ")
 
@@ -30,10 +30,6 @@ def name(registry: LocalRegistry, repo: str, number: int) -> str:
     return f"{registry.host}/{repo}/a{number}:1"
 
 
-def rules_of(output: str) -> list[str]:
-    return sorted(rule for rule, _ in parse_jobs(output))
-
-
 @pytest.mark.workflow
 def test_small_images_share_publish_jobs_as_the_dry_run_says(
     workdir: Workdir, registry: LocalRegistry, repo_name: str
@@ -42,7 +38,7 @@ def test_small_images_share_publish_jobs_as_the_dry_run_says(
     preview = workdir.run("-n")
     assert preview.returncode == 0, preview.stderr
     # Five images, two per job: two batches, and the one left over keeps a job of its own.
-    assert rules_of(preview.stdout) == ["all", "publish_batch", "publish_batch", "publish_image"], preview.stdout
+    assert rules_run(preview.stdout) == ["all", "publish_batch", "publish_batch", "publish_image"], preview.stdout
     everyone = sorted(name(registry, repo_name, number) for number in range(5))
     assert published_in(preview.stdout) == everyone
     batches = BATCH_JOB.findall(preview.stdout)
@@ -59,7 +55,7 @@ def test_small_images_share_publish_jobs_as_the_dry_run_says(
     assert len(flats) == 5, "each image of a batch has its own job output, as its own job would write"
 
     again = workdir.run("-n")
-    assert again.returncode == 0 and rules_of(again.stdout) == [], again.stdout + again.stderr
+    assert again.returncode == 0 and rules_run(again.stdout) == [], again.stdout + again.stderr
 
 
 @pytest.mark.workflow
@@ -71,7 +67,7 @@ def test_images_that_are_not_batched_keep_a_job_each(
     done = workdir.run()
     output = done.stdout + done.stderr
     assert done.returncode == 0, output
-    assert rules_of(output) == ["all", "publish_image", "publish_image", "publish_image"], output
+    assert rules_run(output) == ["all", "publish_image", "publish_image", "publish_image"], output
     assert not (workdir.directory / "work/state/batches").exists()
 
 
@@ -93,7 +89,7 @@ def test_an_image_that_fails_in_a_batch_stops_no_other_and_is_retried_alone(
     logs = [path.read_text() for path in (workdir.directory / "work/logs/publish_batch").glob("*.log")]
     output = done.stdout + done.stderr
     assert done.returncode != 0, output
-    assert rules_of(output) == ["publish_batch"], output  # not "all": the run failed
+    assert rules_run(output) == ["publish_batch"], output  # not "all": the run failed
     assert len(logs) == 1
     assert "uncompressed content has digest" in logs[0] and "config says diff_id" in logs[0], logs[0]
     assert "is a real directory, not a link we published; remove it by hand" in logs[0], logs[0]
@@ -115,7 +111,7 @@ def test_an_image_that_fails_in_a_batch_stops_no_other_and_is_retried_alone(
     assert again.returncode == 0, again.stderr
     failed = [f"{registry.host}/{repo_name}/blocked:1", f"{registry.host}/{repo_name}/corrupt:1"]
     assert published_in(again.stdout) == failed, again.stdout
-    assert rules_of(again.stdout) == ["all", "publish_batch"], again.stdout
+    assert rules_run(again.stdout) == ["all", "publish_batch"], again.stdout
 
     workdir.configure(entries[:2] + entries[3:], limits={"images_per_job": 10})  # the corrupt image dropped
     blocked.joinpath("keep").unlink()

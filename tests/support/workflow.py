@@ -40,6 +40,11 @@ def parse_jobs(text: str) -> list[tuple[str, str]]:
     return jobs
 
 
+def rules_run(output: str) -> list[str]:
+    """The rule of every job a Snakemake run (or dry-run) printed, sorted."""
+    return sorted(rule for rule, _ in parse_jobs(output))
+
+
 def published_by(jobs: list[tuple[str, str]]) -> list[str]:
     """The names the publish jobs among `jobs` publish, sorted (a message lists up to 20 of them)."""
     publishing = ("publish_image", "publish_batch")
