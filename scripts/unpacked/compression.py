@@ -45,10 +45,10 @@ def open_decompressed(raw: BinaryIO) -> tuple[BinaryIO, str]:
 class HashingReader(io.RawIOBase):
     """A read-only stream of the decompressed bytes, hashed (sha256) and counted on the way.
 
-    Decompression and hashing run in a background thread (both release the GIL), a few chunks ahead
-    of the reader, so they overlap with tar parsing and file creation in the caller. Memory stays
-    bounded: at most `AHEAD` chunks are in flight. `limit` bounds the uncompressed size, so a
-    decompression bomb fails instead of filling the disk.
+    Decompression and hashing run in two background threads (both release the GIL), a few chunks
+    ahead of the reader, so they overlap with each other and with tar parsing and file creation in
+    the caller. Memory stays bounded: at most `AHEAD` chunks wait for each. `limit` bounds the
+    uncompressed size, so a decompression bomb fails instead of filling the disk.
     """
 
     CHUNK = 1 << 20
@@ -61,10 +61,13 @@ class HashingReader(io.RawIOBase):
         self.limit = limit
         self.what = what
         self._queue: queue.Queue[bytes | BaseException | None] = queue.Queue(self.AHEAD)
+        self._to_hash: queue.Queue[bytes | None] = queue.Queue(self.AHEAD)
         self._stop = threading.Event()
         self._current = memoryview(b"")
         self._done = False
         self._thread = threading.Thread(target=self._produce, name="decompress", daemon=True)
+        self._hashing = threading.Thread(target=self._hash, name="hash", daemon=True)
+        self._hashing.start()
         self._thread.start()
 
     def _produce(self) -> None:
@@ -75,20 +78,33 @@ class HashingReader(io.RawIOBase):
                 except (OSError, EOFError, zstandard.ZstdError) as err:
                     raise LayerError(f"{self.what}: corrupt or truncated compressed stream ({err})") from None
                 if not data:
-                    self._put(None)
+                    self._put(self._to_hash, None)
+                    self._put(self._queue, None)
                     return
-                self.hasher.update(data)
                 self.count += len(data)
                 if self.count > self.limit:
                     raise LayerError(f"{self.what}: uncompressed size exceeds the limit of {self.limit} bytes")
-                self._put(data)
+                self._put(self._to_hash, data)
+                self._put(self._queue, data)
         except BaseException as err:  # handed to the reader, raised there
-            self._put(err)
+            self._put(self._queue, err)
 
-    def _put(self, item: bytes | BaseException | None) -> None:
+    def _hash(self) -> None:
+        while True:
+            try:
+                data = self._to_hash.get(timeout=0.1)
+            except queue.Empty:
+                if self._stop.is_set():  # the stream was given up: no end of it will come
+                    return
+                continue
+            if data is None:
+                return
+            self.hasher.update(data)
+
+    def _put(self, where: queue.Queue, item: object) -> None:  # type: ignore[type-arg]
         while not self._stop.is_set():
             try:
-                self._queue.put(item, timeout=0.1)
+                where.put(item, timeout=0.1)
                 return
             except queue.Full:
                 continue
@@ -119,9 +135,10 @@ class HashingReader(io.RawIOBase):
             pass
 
     def close(self) -> None:
-        """Stop the background thread (also when the reader gave up half-way)."""
+        """Stop the background threads (also when the reader gave up half-way)."""
         self._stop.set()
         self._thread.join(timeout=5)
+        self._hashing.join(timeout=5)
         super().close()
 
     @property
@@ -129,4 +146,5 @@ class HashingReader(io.RawIOBase):
         """The sha256 of the whole decompressed stream (what is left is read first)."""
         self.drain()
         self._thread.join()
+        self._hashing.join()
         return "sha256:" + self.hasher.hexdigest()
