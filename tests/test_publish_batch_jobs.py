@@ -101,6 +101,7 @@ def test_an_image_that_fails_in_a_batch_stops_no_other_and_is_retried_alone(
     # Each image also has its own log, where a job of its own would have written it.
     own = [path.read_text() for path in (workdir.directory / "work/logs/publish_image").glob("*.log")]
     assert len(own) == 4, own
+    assert all(re.search(r"image \d of 4 of publish_batch sha256:[0-9a-f]{64}", text) for text in own), own
     assert sum("config says diff_id" in text for text in own) == 1
     assert sum("is a real directory, not a link we published" in text for text in own) == 1
     # The run's summary names each image that failed, as for images with jobs of their own.

@@ -121,10 +121,11 @@ def publish_batch(
     """
     flats = load_batch(store, batch_digest)
     worst = 0
-    for config_digest, inputs in flats.items():
+    for number, (config_digest, inputs) in enumerate(flats.items(), start=1):
         job_files = ([Path(path) for path in inputs], [store.flat_published(config_digest)])
         try:
             with _also_logged_to(store.log("publish_image", config_digest)):
+                log.info("%s: image %d of %d of publish_batch %s", config_digest, number, len(flats), batch_digest)
                 code = _publish_one(settings, store, config_digest, job_files, flatten, publish)
         except OSError as err:  # its log cannot be opened (a full disk): the next image may still fit
             log.error("%s: not published: cannot write its log: %s", config_digest, err)
