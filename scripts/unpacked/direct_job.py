@@ -105,7 +105,7 @@ def command_of(job: Properties) -> list[str] | None:
     """The `unpacked` arguments of this job, or None when Snakemake must run it."""
     build = COMMANDS.get(job.get("rule", ""))
     if job.get("rule") == "publish_batch" and job.get("input") is None and job.get("params") is not None:
-        job["input"] = _batch_inputs(job)
+        job["input"] = _batch_inputs(job)  # filled in: `run` waits for them as for any job's inputs
     # Snakemake leaves params out when they are not JSON, and input/output past 100 files.
     if build is None or any(job.get(key) is None for key in ("params", "input", "output")):
         return None
