@@ -29,6 +29,7 @@ from .fsutil import remove_tree
 from .paths import clean_entry_name, resolve_in_root, resolve_parent
 from .progress import Progress, ProgressReader
 from .safefs import staged_dir
+from .tarheader import FastTarInfo
 
 log = logging.getLogger(__name__)
 WHITEOUT_PREFIX = ".wh."
@@ -344,7 +345,7 @@ def _extract_stream(raw: BinaryIO, rootfs: str, diff_id: str, what: str, max_byt
     try:
         try:
             forward = ForwardReader(io.BufferedReader(hashing, 1 << 20))
-            with tarfile.open(fileobj=forward, mode="r:", errorlevel=2) as tar:
+            with tarfile.open(fileobj=forward, mode="r:", errorlevel=2, tarinfo=FastTarInfo) as tar:
                 for member in tar:
                     current = member.name
                     try:
