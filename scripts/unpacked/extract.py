@@ -387,7 +387,7 @@ class ForwardReader:
     """A stream that tarfile may seek, forward only: its random-access mode then reads straight from it.
 
     tarfile's stream mode ("r|") passes every byte through a Python buffer filled 10 KB at a time,
-    copying it twice more: a third of the time of a layer of big files. The random-access mode ("r:")
+    copying it twice more: a fifth of the profiled time of a layer of big files. The random-access mode ("r:")
     only seeks to where the stream already is, or forward over padding and unread data; backwards
     is refused, as in stream mode.
     """
