@@ -80,7 +80,7 @@ def drop_stale_markers(store: Store, images: dict[str, ResolvedImage]) -> Marker
         if problem:
             _unmark(store.published_marker(name))
             found.append(f"{image.reference}: {problem}; publishing it again")
-        moved = marker and (marker.config_digest, marker.source_digest) != (image.config_digest, image.source_digest)
+        moved = marker and not marker.is_for(image.source_digest, image.config_digest)
         if not marker or problem or moved:  # its publish job has this name to publish
             check.to_publish.add(name)
     names_of: dict[str, list[str]] = {}

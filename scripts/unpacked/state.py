@@ -156,6 +156,10 @@ class PublishedMarker:
     config_digest: str
     source_digest: str
 
+    def is_for(self, source_digest: str, config_digest: str) -> bool:
+        """True if the name was published for exactly this state (not an older version of the tag)."""
+        return (self.source_digest, self.config_digest) == (source_digest, config_digest)
+
 
 @dataclass(frozen=True)
 class FlatMarker:
@@ -221,13 +225,19 @@ def save_flat_names(store: Store, config_digest: str, names: dict[str, str]) -> 
     return write_if_changed(store.flat_names(config_digest), json_bytes(document))
 
 
+def _written_before_the_dag(path: Path, key: str) -> dict[str, Any]:
+    """The mapping `key` of a state file the main process writes before the DAG (a job's input)."""
+    document = _read(path)
+    if document is None or not isinstance(document.get(key), dict):
+        raise StateError(f"{path}: missing or damaged; run the sync again (it is written before the DAG)")
+    section: dict[str, Any] = document[key]
+    return section
+
+
 def load_flat_names(store: Store, config_digest: str) -> dict[str, str]:
     """The names of the flat image (name -> source digest) as the last resolution saved them."""
-    path = store.flat_names(config_digest)
-    document = _read(path)
-    if document is None or not isinstance(document.get("names"), dict):
-        raise StateError(f"{path}: missing or damaged; run the sync again (it is written before the DAG)")
-    return {str(name): str(source) for name, source in document["names"].items()}
+    names = _written_before_the_dag(store.flat_names(config_digest), "names")
+    return {str(name): str(source) for name, source in names.items()}
 
 
 def save_flat_published(store: Store, config_digest: str, names: list[str], path: Path | None = None) -> None:
@@ -250,11 +260,8 @@ def save_batch(store: Store, flats: dict[str, list[str]]) -> str:
 
 def load_batch(store: Store, batch_digest: str) -> dict[str, list[str]]:
     """The flat images of a batch and the inputs of each (config digest -> paths)."""
-    path = store.batch(batch_digest)
-    document = _read(path)
-    if document is None or not isinstance(document.get("flats"), dict):
-        raise StateError(f"{path}: missing or damaged; run the sync again (it is written before the DAG)")
-    return {str(config): [str(item) for item in inputs] for config, inputs in document["flats"].items()}
+    flats = _written_before_the_dag(store.batch(batch_digest), "flats")
+    return {str(config): [str(item) for item in inputs] for config, inputs in flats.items()}
 
 
 def batch_inputs(store: Store, batch_digest: str) -> list[str]:
@@ -349,7 +356,7 @@ def is_published(store: Store, name: str, source_digest: str, config_digest: str
         marker = load_published_marker(store, name)
     except StateError:
         return False
-    return marker is not None and (marker.source_digest, marker.config_digest) == (source_digest, config_digest)
+    return marker is not None and marker.is_for(source_digest, config_digest)
 
 
 def save_flat_marker(store: Store, marker: FlatMarker) -> None:

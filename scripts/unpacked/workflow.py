@@ -176,7 +176,7 @@ class Plan:
         if most < 2 or self.to_publish is None or self.only is not None:
             return
         small = self.settings["limits"]["small_image_bytes"]
-        waiting_for: dict[tuple[str, ...], list[str]] = {}
+        waiting_for: dict[tuple[str, ...], dict[str, list[str]]] = {}  # missing inputs -> hex -> inputs
         for hexd, names in sorted(self.names_of_flat.items()):
             if not self.to_publish.intersection(names):
                 continue
@@ -184,13 +184,14 @@ class Plan:
                 continue
             inputs = self.inputs_of(hexd)
             pending = tuple(sorted(path for path in inputs if not os.path.exists(path)))
-            waiting_for.setdefault(pending, []).append(hexd)
+            waiting_for.setdefault(pending, {})[hexd] = inputs
         for group in waiting_for.values():
-            for start in range(0, len(group), most):
-                chunk = group[start : start + most]
+            waiting = list(group)
+            for start in range(0, len(waiting), most):
+                chunk = waiting[start : start + most]
                 if len(chunk) < 2:
                     break  # one image alone keeps its own job
-                batch = save_batch(self.store, {f"sha256:{hexd}": self.inputs_of(hexd) for hexd in chunk})
+                batch = save_batch(self.store, {f"sha256:{hexd}": group[hexd] for hexd in chunk})
                 self.store.batch_published(batch).unlink(missing_ok=True)
                 self.batch_of.update(dict.fromkeys(chunk, batch))
 
