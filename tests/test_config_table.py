@@ -3,11 +3,13 @@ workflow.parse_offline, how `--config offline=...` is read."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from typing import Any
 
 import pytest
 
-from unpacked.config import limit_settings, registry_settings, validate_config
+from unpacked.config import defaults_of, limit_settings, registry_settings, schema, validate_config
 from unpacked.errors import ConfigError
 from unpacked.workflow import parse_offline
 
@@ -117,6 +119,36 @@ def test_registry_settings(config: dict[str, Any], registry: str, key: str, valu
 )
 def test_limit_settings(config: dict[str, Any], key: str, value: int) -> None:
     assert limit_settings(config)[key] == value
+
+
+def test_schema_walk_fills_what_the_validator_fills() -> None:
+    """registry_settings and limit_settings fill defaults without jsonschema: the same as validating."""
+    validated = validate_config({"registries": {"q.io": {}}})
+    assert registry_settings({}, "q.io") == validated["registries"]["q.io"]
+    assert limit_settings({}) == validated["limits"]
+    assert limit_settings({}) == DEFAULT_LIMITS
+    # The whole config, nested defaults included (publisher, limits, registries).
+    assert defaults_of(schema()) == validate_config({})
+
+
+def test_defaults_are_copies() -> None:
+    registry_settings({}, "q.io")["mirrors"].append("m.io")
+    assert registry_settings({}, "q.io")["mirrors"] == []
+
+
+def test_a_job_never_loads_jsonschema() -> None:
+    """What a fetch, extract or publish job imports builds registry clients from the saved settings:
+    the config's validator (70 ms of imports per job) is for the main process only."""
+    code = (
+        "import sys, unpacked.cli, unpacked.jobs, unpacked.source, unpacked.sync, unpacked.flat_job\n"
+        "from unpacked.auth import RealmCache\n"
+        "from unpacked.mirrors import make_client\n"
+        "from unpacked.reference import parse_reference\n"
+        "make_client(parse_reference('q.io/a/b:1'), {'registries': {'q.io': {'mirrors': ['m.io']}}}, RealmCache())\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'jsonschema'))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
 
 
 def test_registry_settings_leave_the_config_alone() -> None:

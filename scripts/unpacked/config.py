@@ -5,11 +5,9 @@ from __future__ import annotations
 import copy
 import functools
 import json
-from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jsonschema
 import yaml
 
 from .bounded import bounded_repr, bounded_text
@@ -17,19 +15,30 @@ from .errors import ConfigError
 from .netsettings import RegistrySettings
 from .yamlfile import load_yaml_file, load_yaml_text, read_text
 
+if TYPE_CHECKING:
+    import jsonschema
+
 # How much of a key in an error's path, and of a whole validation problem, an error shows.
 SHOWN_KEY_LIMIT = 60
 SHOWN_PROBLEM_LIMIT = 300
 
 
+SCHEMA_PATH = Path(__file__).with_name("schemas") / "config.schema.yaml"
+# libyaml's loader when PyYAML has it: the schema parses in 1 ms instead of 11 ms.
+_SCHEMA_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+@functools.cache
 def schema() -> dict[str, Any]:
-    text = resources.files("unpacked").joinpath("schemas/config.schema.yaml").read_text()
-    document: dict[str, Any] = yaml.safe_load(text)
+    """The config schema (shared: callers must not change it)."""
+    document: dict[str, Any] = yaml.load(SCHEMA_PATH.read_text(), Loader=_SCHEMA_LOADER)
     return document
 
 
 def _extend_with_defaults(validator_class: Any) -> type:
     """A validator that fills in `default` values while validating (jsonschema FAQ recipe)."""
+    import jsonschema  # here, not at the top: only a process that validates a config pays its 70 ms
+
     validate_properties = validator_class.VALIDATORS["properties"]
 
     def set_defaults(validator, properties, instance, schema):  # type: ignore[no-untyped-def]
@@ -45,14 +54,12 @@ def _extend_with_defaults(validator_class: Any) -> type:
     return extended
 
 
-_Validator = _extend_with_defaults(jsonschema.Draft202012Validator)
-
-
 @functools.cache
 def _validator() -> Any:
-    """The schema's validator, built once: parsing the schema took 17 ms, and every registry client
-    validates its settings (`registry_settings`, `limit_settings`)."""
-    return _Validator(schema())
+    """The schema's validator, built once per process (the main process, `unpacked serve-hook`)."""
+    import jsonschema  # see _extend_with_defaults
+
+    return _extend_with_defaults(jsonschema.Draft202012Validator)(schema())
 
 
 def validate_config(config: dict[str, Any]) -> dict[str, Any]:
@@ -111,17 +118,40 @@ def _as_settings(document: object, path: Path) -> dict[str, Any]:
     return document
 
 
+def defaults_of(node: dict[str, Any]) -> dict[str, Any]:
+    """What validating an empty object against the schema `node` fills in: each property's
+    `default`, and within an object default, its own properties' defaults (as _Validator does).
+
+    A job reads settings that were validated, with defaults, by the main process; only a registry
+    the config does not name has no section there. Its defaults come from here, without loading
+    jsonschema (tests/test_config_table.py checks both give the same).
+    """
+    filled: dict[str, Any] = {}
+    for name, subschema in node.get("properties", {}).items():
+        if "default" in subschema:
+            value = copy.deepcopy(subschema["default"])
+            if isinstance(value, dict):
+                value = {**defaults_of(subschema), **value}
+            filled[name] = value
+    return filled
+
+
+def _top_level(key: str) -> dict[str, Any]:
+    node: dict[str, Any] = schema()["properties"][key]
+    return node
+
+
 def registry_settings(config: dict[str, Any], registry: str) -> dict[str, Any]:
     """Settings of one registry, with defaults for registries the config does not name."""
     # The schema's defaults, overridden by what the config says of this registry.
-    settings: dict[str, Any] = validate_config({"registries": {registry: {}}})["registries"][registry]
+    settings = defaults_of(_top_level("registries")["additionalProperties"])
     settings.update(config.get("registries", {}).get(registry, {}))
     return settings
 
 
 def limit_settings(config: dict[str, Any]) -> dict[str, Any]:
     """The `limits` section, with the schema's defaults for what the config does not say."""
-    limits: dict[str, Any] = validate_config({"limits": {}})["limits"]
+    limits = defaults_of(_top_level("limits"))
     limits.update(config.get("limits", {}))
     return limits
 
