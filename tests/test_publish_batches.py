@@ -101,11 +101,15 @@ def test_recover_aborts_an_open_batch_and_unmarks_its_images(setup: tuple[Store,
     publisher = HookPublisher(store, {**fake_cvmfs_hooks(state), "batch_images": 5})
     publisher.publish_now(image, store.built_flat(image.config_digest))
     assert store.published_marker(image.name).exists()
-    # The run is killed here: the transaction stays open. The next run starts with recover().
+    # The run is killed here: the transaction stays open. A dry-run only reads what is open.
+    assert HookPublisher(store, fake_cvmfs_hooks(state)).left_open() == [image.name]
+    assert journal(state) == ["begin"] and store.published_marker(image.name).exists()
+    # The next run starts with recover().
     assert HookPublisher(store, fake_cvmfs_hooks(state)).recover() == [image.name]
     assert journal(state) == ["begin", "abort"]
     assert not store.published_marker(image.name).exists()
     assert HookPublisher(store, fake_cvmfs_hooks(state)).recover() == []
+    assert HookPublisher(store, fake_cvmfs_hooks(state)).left_open() == []
 
 
 def test_recover_after_a_crash_before_begin_leaves_the_publisher_usable(setup: tuple[Store, Path]) -> None:

@@ -18,7 +18,7 @@ import pytest
 from support import oci
 from support.fake_cvmfs import fake_cvmfs_hooks
 from support.registry import LocalRegistry
-from support.workflow import published_in, run_workflow, write_config
+from support.workflow import parse_jobs, published_by, run_workflow, write_config
 
 pytestmark = pytest.mark.workflow
 
@@ -202,22 +202,33 @@ def test_a_failing_image_aborts_its_batch_and_the_others_are_published_again(
 def test_a_transaction_left_open_by_a_crash_is_aborted_and_its_images_published_again(
     tmp_path: Path, registry: LocalRegistry, repo_name: str
 ) -> None:
-    names, state, root = batched(tmp_path, registry, repo_name, 2)
+    names, state, root = batched(tmp_path, registry, repo_name, 4)
     hooks = recording_cvmfs_hooks(state, root, batch_images=10)
     assert run(tmp_path / "run").returncode == 0
     assert (state / "journal").read_text().split() == ["begin", "commit", *INDEX]
-    # A crash after names[0] was published into an open batch: the transaction is open, its marker says done.
+    # A crash after three images were published into an open batch: the transaction is open, their
+    # markers say done.
+    lost = [f"{registry.host}/{name}" for name in names[:3]]
     subprocess.run(str(hooks["begin"]), shell=True, check=True)
-    (tmp_path / "run/work/publish-transaction.json").write_text(
-        json.dumps({"opened": 0, "images": [f"{registry.host}/{names[0]}"]})
-    )
+    (tmp_path / "run/work/publish-transaction.json").write_text(json.dumps({"opened": 0, "images": lost}))
+    # A dry-run aborts nothing (the hook's abort would change the published tree) but shows the jobs
+    # the run will run: the three small images in one shared job.
+    dry = run_workflow(tmp_path / "run", "-n")
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    assert "was not committed before the last run ended; publishing it again" in dry.stdout + dry.stderr
+    assert (state / "journal").read_text().split() == ["begin", "commit", *INDEX, "begin"]
+    assert (tmp_path / "run/work/publish-transaction.json").exists()
+    dry_jobs = parse_jobs(dry.stdout + dry.stderr)
+    assert published_by(dry_jobs) == lost
+    assert [rule for rule, _ in dry_jobs if rule.startswith("publish")] == ["publish_batch"]
     done = run(tmp_path / "run")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "was left open (a crash?): aborting it" in done.stdout + done.stderr
     journal = (state / "journal").read_text().split()
     assert journal == ["begin", "commit", *INDEX, "begin", "abort", "begin", "commit", *INDEX]
-    assert published_in(done.stdout + done.stderr) == [f"{registry.host}/{names[0]}"]
-    assert (root / registry.host / names[0] / "etc/id").read_text() == "0\n"
+    assert sorted(parse_jobs(done.stdout + done.stderr)) == sorted(dry_jobs), "the run ran what its dry-run showed"
+    for number, name in enumerate(names):
+        assert (root / registry.host / name / "etc/id").read_text() == f"{number}\n"
 
 
 def test_a_failed_final_commit_fails_the_run_and_the_next_run_publishes_again(

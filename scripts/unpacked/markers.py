@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -60,12 +61,14 @@ class MarkerCheck:
     to_publish: set[str] = field(default_factory=set)
 
 
-def drop_stale_markers(store: Store, images: dict[str, ResolvedImage]) -> MarkerCheck:
+def drop_stale_markers(store: Store, images: dict[str, ResolvedImage], republish: Collection[str] = ()) -> MarkerCheck:
     """Remove the markers of `images`' products that are missing or wrong.
 
     A flat image's publish job (one per flat image, for all of its names) is marked done only while
     each of its names still has its own marker for the image it resolves to now: a name added, moved
-    to it, or unmarked here or by a failed transaction makes its job run again.
+    to it, or unmarked here or by a failed transaction makes its job run again. `republish`: names
+    to publish again whatever their marker says (those of a transaction a crash left open, which a
+    dry-run leaves marked).
     """
     check_root_is_there(store, images)
     check = MarkerCheck()
@@ -81,7 +84,7 @@ def drop_stale_markers(store: Store, images: dict[str, ResolvedImage]) -> Marker
             _unmark(store.published_marker(name))
             found.append(f"{image.reference}: {problem}; publishing it again")
         moved = marker and not marker.is_for(image.source_digest, image.config_digest)
-        if not marker or problem or moved:  # its publish job has this name to publish
+        if not marker or problem or moved or name in republish:  # its publish job has this name to publish
             check.to_publish.add(name)
     names_of: dict[str, list[str]] = {}
     for name, image in images.items():

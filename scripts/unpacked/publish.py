@@ -75,6 +75,10 @@ class DirectoryPublisher:
         """At the start of a run: names whose publication a crash may have lost (none here)."""
         return []
 
+    def left_open(self) -> list[str]:
+        """The names `recover` would publish again, found without changing anything (a dry-run)."""
+        return []
+
     def publish(self, image: ResolvedImage, flat: Path) -> None:
         """Make the published name point at `flat` and record its metadata."""
         store = self.store
@@ -215,6 +219,11 @@ class HookPublisher(DirectoryPublisher):
             batch = self._open_batch()
             if batch is not None:
                 self._commit_batch(batch)
+
+    def left_open(self) -> list[str]:
+        with held_lock(self.store.publish_lock):
+            batch = self._open_batch()
+        return [] if batch is None else list(batch["images"])
 
     def recover(self) -> list[str]:
         with held_lock(self.store.publish_lock):

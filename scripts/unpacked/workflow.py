@@ -409,19 +409,24 @@ def _build_plan(configured: Configured) -> Plan:
     else:
         resolution = Resolver(settings, store).run(configured.recipe)
         log.info("resolved %d image(s), %d failure(s)", len(resolution.images), len(resolution.failures))
-    if not configured.dry_run:  # a transaction a crash left open is aborted; its images published again
-        from .publish import make_publisher
+    # A transaction a crash left open is aborted and its images are published again. A dry-run (or
+    # --dag, --summary) aborts nothing, as the hook's abort changes the published tree, but shows
+    # the same jobs.
+    from .publish import make_publisher
 
-        for name in make_publisher(settings, store).recover():
-            log.warning("%s: its publication was not committed before the last run ended; publishing it again", name)
+    publisher = make_publisher(settings, store)
+    real_run = configured.executing and not configured.dry_run
+    republish = publisher.recover() if real_run else publisher.left_open()
+    for name in republish:
+        log.warning("%s: its publication was not committed before the last run ended; publishing it again", name)
     # Placeholders stand for last run's ignored failures: gone, their jobs are in the DAG again.
     dropped = drop_placeholders(store)
     if dropped:
         log.info("%d placeholder output(s) of ignored failures removed: their jobs run again", dropped)
-    check = drop_stale_markers(store, resolution.images)
+    check = drop_stale_markers(store, resolution.images, republish=set(republish))
     for problem in check.found:
         log.warning("%s", problem)
-    if configured.executing and not configured.dry_run:
+    if real_run:
         open_journal(store, resolution, only)
         # Snakemake goes back to the directory it was started in before the process exits.
         atexit.register(record_run_at_exit, settings_path, store.run_journal.resolve(), Path.cwd())
