@@ -5,6 +5,8 @@
 (P2 (c), a 1 GB image of 50,000 files with some multi-MB files: `--files 50000 --big-files 40`.)
 (P2 (a), a real root filesystem: `--rootfs minbase.tar --layers 1` or `--layers 3`, from a tar of a
 `debootstrap` tree made beforehand; see docs/benchmarks.md. The benchmark itself only talks to 127.0.0.1.)
+(`--scratch /dev/shm`: the registry's storage and every variant's output on a tmpfs, which takes the
+disk's noise out and leaves the work each variant does.)
 
 Builds a synthetic image (seeded random files in two gzip layers, the second deleting and replacing
 some of the first), pushes it to a real `docker-registry` on 127.0.0.1, then times, alternating the
@@ -121,6 +123,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="threads creating small files (ours)")
     parser.add_argument("--rootfs", type=Path, help="a tar of a root filesystem instead of synthetic files")
     parser.add_argument("--layers", type=int, default=1, help="how many layers the --rootfs is cut into")
+    parser.add_argument("--scratch", type=Path, default=None, help="where everything goes (e.g. /dev/shm)")
     args = parser.parse_args()
 
     if args.rootfs:
@@ -134,7 +137,10 @@ def main() -> None:
         second = oci.build_image([base, other])
         what = f"{args.files} files, {len(base) / 1e6:.0f} MB uncompressed base layer"
     results: dict[str, list[tuple[float, int]]] = {}
-    with tempfile.TemporaryDirectory(prefix="bench-unpack-") as tmp, LocalRegistry(workdir=Path(tmp) / "reg") as reg:
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-unpack-", dir=args.scratch) as tmp,
+        LocalRegistry(workdir=Path(tmp) / "reg") as reg,
+    ):
         top = Path(tmp)
         oci.push(reg, "bench/image", "1", first)
         oci.push(reg, "bench/image", "2", second)
