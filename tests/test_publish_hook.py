@@ -209,13 +209,16 @@ def test_a_transaction_left_open_by_a_crash_is_aborted_and_its_images_published_
     # A crash after three images were published into an open batch: the transaction is open, their
     # markers say done.
     lost = [f"{registry.host}/{name}" for name in names[:3]]
+    gone = f"{registry.host}/{repo_name}/gone:1"  # since taken out of the recipe
     subprocess.run(str(hooks["begin"]), shell=True, check=True)
-    (tmp_path / "run/work/publish-transaction.json").write_text(json.dumps({"opened": 0, "images": lost}))
+    (tmp_path / "run/work/publish-transaction.json").write_text(json.dumps({"opened": 0, "images": [*lost, gone]}))
     # A dry-run aborts nothing (the hook's abort would change the published tree) but shows the jobs
     # the run will run: the three small images in one shared job.
     dry = run_workflow(tmp_path / "run", "-n")
     assert dry.returncode == 0, dry.stdout + dry.stderr
-    assert "was not committed before the last run ended; publishing it again" in dry.stdout + dry.stderr
+    warning = "its publication was not committed before the last run ended"
+    assert f"{lost[0]}: {warning}; publishing it again" in dry.stderr
+    assert f"{gone}: {warning}; not resolved in this run: left as before" in dry.stderr
     assert (state / "journal").read_text().split() == ["begin", "commit", *INDEX, "begin"]
     assert (tmp_path / "run/work/publish-transaction.json").exists()
     dry_jobs = parse_jobs(dry.stdout + dry.stderr)

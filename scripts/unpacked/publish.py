@@ -221,8 +221,9 @@ class HookPublisher(DirectoryPublisher):
                 self._commit_batch(batch)
 
     def left_open(self) -> list[str]:
-        with held_lock(self.store.publish_lock):
-            batch = self._open_batch()
+        # No lock: the record is replaced atomically, and a dry-run must not wait for a publish job
+        # a killed run left running.
+        batch = self._open_batch()
         return [] if batch is None else list(batch["images"])
 
     def recover(self) -> list[str]:

@@ -418,7 +418,8 @@ def _build_plan(configured: Configured) -> Plan:
     real_run = configured.executing and not configured.dry_run
     republish = publisher.recover() if real_run else publisher.left_open()
     for name in republish:
-        log.warning("%s: its publication was not committed before the last run ended; publishing it again", name)
+        again = "publishing it again" if name in resolution.images else "not resolved in this run: left as before"
+        log.warning("%s: its publication was not committed before the last run ended; %s", name, again)
     # Placeholders stand for last run's ignored failures: gone, their jobs are in the DAG again.
     dropped = drop_placeholders(store)
     if dropped:
