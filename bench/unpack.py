@@ -82,10 +82,15 @@ def rootfs_layers(path: Path, count: int) -> tuple[list[bytes], bytes]:
     return layers, oci.TarLayer().add_file("etc/other", b"another image\n").tar_bytes()
 
 
-def timed(command: list[str], cwd: Path | None = None) -> tuple[float, int]:
+# Our variants' own account of their time (imports, work), by variant, round by round.
+STAGES: dict[str, list[dict[str, float]]] = {}
+
+
+def timed(command: list[str], cwd: Path | None = None, variant: str = "") -> tuple[float, int]:
     """Wall seconds and peak RSS (KB) of one command, started with the disk's write-back done.
 
     Without the `sync`, a run pays for the previous run's 200 MB still being written to disk.
+    With `variant`, the command prints its stages as JSON, kept in STAGES.
     """
     subprocess.run(["sync"], check=True)
     started = time.monotonic()
@@ -93,11 +98,14 @@ def timed(command: list[str], cwd: Path | None = None) -> tuple[float, int]:
     elapsed = time.monotonic() - started
     if done.returncode != 0:
         raise SystemExit(f"{command[0]} failed: {done.stderr[-2000:]}")
+    if variant:
+        STAGES.setdefault(variant, []).append(json.loads(done.stdout.strip().splitlines()[-1]))
     return elapsed, int(done.stderr.strip().splitlines()[-1])
 
 
 OURS = r"""
-import json, sys
+import json, sys, time
+started = time.monotonic()
 from pathlib import Path
 from unpacked.state import ResolvedImage
 from unpacked.store import Store
@@ -109,8 +117,11 @@ unpacked.extract.CREATE_THREADS = int(sys.argv[3])
 image = ResolvedImage.from_json(json.loads(sys.argv[2]))
 # Validated settings, as a job reads them (the run's saved JSON): a job never loads the config schema.
 settings = json.loads(sys.argv[4])
+imported = time.monotonic()
 # The core API the workflow's jobs run: blobs and layers already in the store cost nothing.
 unpack_image(Store(Path(sys.argv[1]) / "work", Path(sys.argv[1]) / "root"), RegistrySource(settings), image)
+# Where the process's time went: its imports, then the work (the rest is the interpreter's start and exit).
+print(json.dumps({"imports": imported - started, "work": time.monotonic() - imported}))
 """
 
 
@@ -159,10 +170,11 @@ def main() -> None:
                 if variant == "ours":
                     state = json.dumps(resolved(first, f"{reg.host}/bench/image:1").to_json())
                     command = [python, "-c", OURS, str(out), state, threads, settings]
-                    results.setdefault(variant, []).append(timed(command))
+                    results.setdefault(variant, []).append(timed(command, variant=variant))
                     state = json.dumps(resolved(second, f"{reg.host}/bench/image:2").to_json())
                     command = [python, "-c", OURS, str(out), state, threads, settings]
-                    results.setdefault("ours, 2nd image sharing a layer", []).append(timed(command))
+                    second_image = "ours, 2nd image sharing a layer"
+                    results.setdefault(second_image, []).append(timed(command, variant=second_image))
                 elif variant == "ours, no file threads":
                     state = json.dumps(resolved(first, f"{reg.host}/bench/image:1").to_json())
                     command = [python, "-c", OURS, str(out), state, "0", settings]
@@ -190,6 +202,9 @@ def main() -> None:
             peak = max(m for _, m in runs) / 1024
             rounds = " ".join(f"{t:.2f}" for t, _ in runs)
             print(f"{variant:34} {median:9.2f} {peak:8.0f} {median / ours:12.2f}  {rounds}")
+        for variant, stages in STAGES.items():
+            parts = ", ".join(f"{key} {statistics.median(s[key] for s in stages):.2f} s" for key in stages[0])
+            print(f"{variant}, in the process (medians): {parts}")
 
 
 if __name__ == "__main__":
