@@ -99,7 +99,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-cpu-", dir=args.scratch) as tmp:
         blob = Path(tmp) / "layer.gz"
         shutil.copyfile(args.blob, blob)
-        digest = "sha256:" + hashlib.file_digest(open(blob, "rb"), "sha256").hexdigest()  # noqa: SIM115
+        with open(blob, "rb") as source:
+            digest = "sha256:" + hashlib.file_digest(source, "sha256").hexdigest()
         for round_number in range(args.rounds):
             seconds, tar = inflate_seconds(blob)
             rows.setdefault("ISA-L inflate alone (CPU)", []).append(seconds)
