@@ -6,7 +6,8 @@
 (P2 (a), a real root filesystem: `--rootfs minbase.tar --layers 1` or `--layers 3`, from a tar of a
 `debootstrap` tree made beforehand; see docs/benchmarks.md. The benchmark itself only talks to 127.0.0.1.)
 (`--scratch /dev/shm`: the registry's storage and every variant's output on a tmpfs, which takes the
-disk's noise out and leaves the work each variant does.)
+disk's noise out and leaves the work each variant does. Outputs stay until the end: it needs about 7
+times the unpacked image per round, in memory.)
 
 Builds a synthetic image (seeded random files in two gzip layers, the second deleting and replacing
 some of the first), pushes it to a real `docker-registry` on 127.0.0.1, then times, alternating the
