@@ -19,11 +19,17 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UnpackedError
-from .fsutil import json_bytes
 from .jobs import Job, Steps, run_job
 from .placeholders import failed_inputs, leave_placeholders
-from .safefs import write_atomic
-from .state import FORMAT, ResolvedImage, is_published, load_batch, load_flat_names, load_image, save_flat_published
+from .state import (
+    ResolvedImage,
+    is_published,
+    load_batch,
+    load_flat_names,
+    load_image,
+    save_batch_published,
+    save_flat_published,
+)
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -133,9 +139,8 @@ def publish_batch(
         worst = max(worst, code)
     if worst:
         return worst
-    document = {"flats": sorted(flats), "format": FORMAT}
     for path in outputs:
-        write_atomic(path, json_bytes(document))
+        save_batch_published(store, batch_digest, list(flats), path)
     return 0
 
 

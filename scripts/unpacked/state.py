@@ -246,6 +246,12 @@ def save_flat_published(store: Store, config_digest: str, names: list[str], path
     write_atomic(path or store.flat_published(config_digest), json_bytes(document))
 
 
+def save_batch_published(store: Store, batch_digest: str, flats: list[str], path: Path | None = None) -> None:
+    """The output of a batch's publish job (`path`, by default the Store's): its flat images."""
+    document = {"flats": sorted(flats), "format": FORMAT}
+    write_atomic(path or store.batch_published(batch_digest), json_bytes(document))
+
+
 def save_batch(store: Store, flats: dict[str, list[str]]) -> str:
     """Write a batch of flat images (config digest -> the inputs of its publish job); its digest.
 
